@@ -9,7 +9,7 @@ in the report is exactly what the tests assert.
 
 import numpy as np
 
-from minimolkv import ops
+from minimolkv import attention, moe, mole, ops
 from minimolkv.gradcheck import check_block, check_pair
 
 
@@ -43,7 +43,78 @@ def check_ops(seed=0):
     return rows
 
 
+def mole_params(rng, D, F, N):
+    """Non-trivial MoLE parameters (random gains, matrices of order 1/sqrt(fan-in))."""
+    return {
+        "norm": gains(rng, D),                                          # (D,)
+        "router": rng.standard_normal((D, N)),                          # (D,N)
+        "up": rng.standard_normal((N, D, F)) / np.sqrt(D),              # (N,D,F)
+        "down": rng.standard_normal((N, F, D)) / np.sqrt(F),            # (N,F,D)
+    }
+
+
+def check_mole(seed=0):
+    """The MoLE block: both inputs (h, e) and every parameter."""
+    rng = np.random.default_rng(seed)
+    B, T, D, F, N = 2, 4, 6, 5, 3
+    params = mole_params(rng, D, F, N)
+    emb = rng.standard_normal((9, D))
+    ids = np.array([[3, 1, 3, 7], [0, 1, 8, 1]])                    # repeated ids
+    inputs = {"h": rng.standard_normal((B, T, D)), "e": emb[ids]}
+    return check_block(mole.forward, mole.backward, params, inputs, seed, prefix="mole.")
+
+
+def check_attention(seed=0):
+    """Causal multi-head self-attention: the input x and both projections."""
+    rng = np.random.default_rng(seed)
+    B, T, D, H = 2, 4, 8, 2
+    params = {
+        "qkv": rng.standard_normal((D, 3 * D)) / np.sqrt(D),          # (D,3D) scores of order 1
+        "proj": rng.standard_normal((D, D)) / np.sqrt(D),             # (D,D)
+    }
+    inputs = {"x": rng.standard_normal((B, T, D))}
+    return check_block(attention.forward, attention.backward, params, inputs, seed,
+                       prefix="attention.", n_heads=H)
+
+
+def check_moe(seed=0, min_gap=1e-3):
+    """The top-k MoE block: h and every parameter, with a selection far from ties.
+
+    The top-k selection has no gradient and the output jumps where it changes,
+    so the inputs are redrawn until every token's k-th and (k+1)-th router
+    probabilities differ by at least `min_gap` (a step h = 1e-5 moves them by
+    ~1e-5), and every forward of the check asserts the selection is unchanged.
+    """
+    rng = np.random.default_rng(seed)
+    B, T, D, F, N, k = 2, 3, 6, 5, 4, 2
+    for _ in range(100):
+        params = {
+            "router": 2 * rng.standard_normal((D, N)) / np.sqrt(D),   # (D,N) spread-out probabilities
+            "up": rng.standard_normal((N, D, F)) / np.sqrt(D),        # (N,D,F)
+            "down": rng.standard_normal((N, F, D)) / np.sqrt(F),      # (N,F,D)
+        }
+        inputs = {"h": rng.standard_normal((B, T, D))}
+        _, cache = moe.forward(params, inputs["h"], k)
+        if moe.selection_margin(cache["p"], k) >= min_gap:
+            break
+    else:
+        raise RuntimeError(f"no draw with a top-k gap >= {min_gap} in 100 tries (seed {seed})")
+    selected = cache["selected"]
+
+    def forward_same_selection(params, h, top_k):
+        y, c = moe.forward(params, h, top_k)
+        if not np.array_equal(c["selected"], selected):
+            raise AssertionError("the top-k selection changed under a gradient-check step")
+        return y, c
+
+    return check_block(forward_same_selection, moe.backward, params, inputs, seed,
+                       prefix="moe.", top_k=k)
+
+
 # Every check the CLI runs, in reading order: {title: function(seed) -> rows}.
 CHECKS = {
     "ops": check_ops,
+    "attention": check_attention,
+    "mole": check_mole,
+    "moe": check_moe,
 }

@@ -14,10 +14,12 @@ Shapes use "..." for any leading dims (usually (B,T)):
 No biases anywhere (as in Llama-style models and the MoLE code).
 """
 
+import math
+
 import numpy as np
 
 RMS_EPS = 1e-5                     # rmsnorm epsilon, pinned by DESIGN.md
-GELU_C = np.sqrt(2.0 / np.pi)      # tanh-form GELU constant
+GELU_C = math.sqrt(2.0 / math.pi)   # tanh-form GELU constant (a Python float: keeps float32 float32)
 GELU_A = 0.044715
 
 
