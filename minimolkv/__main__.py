@@ -45,6 +45,42 @@ def cmd_gradcheck(args):
 
 
 # ----------------------------------------------------------------------------
+# model sizes, shared by every command that builds a model
+# ----------------------------------------------------------------------------
+
+CONFIG_ARGS = ("vocab_size", "context_len", "d_model", "n_layers", "n_heads", "d_ff",
+               "n_experts", "d_expert", "d_key", "window", "top_k")
+
+
+def add_config_args(p, kind_default="molkv"):
+    """--kind and every size of model.Config; unset sizes keep Config's defaults."""
+    from minimolkv.model import KINDS, Config
+    p.add_argument("--kind", choices=KINDS, default=kind_default, help=f"expert kind (default {kind_default})")
+    defaults = Config()
+    for name in CONFIG_ARGS:
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=None, metavar="N",
+                       help=f"default {getattr(defaults, name)}")
+
+
+def config_from_args(args, parser, **overrides):
+    """A Config from the parsed options; an invalid combination is a one-line error (exit 2)."""
+    from minimolkv.model import Config
+    sizes = {k: getattr(args, k) for k in CONFIG_ARGS if getattr(args, k, None) is not None}
+    sizes.update(overrides)
+    try:
+        return Config(kind=args.kind, **sizes)
+    except (TypeError, ValueError) as err:
+        parser.error(str(err))
+
+
+def cmd_info(args):
+    from minimolkv.params import format_counts
+    config = config_from_args(args, args.parser)
+    print(format_counts(config, itemsize=args.itemsize))
+    return 0
+
+
+# ----------------------------------------------------------------------------
 
 def build_parser():
     parser = Parser(prog="python -m minimolkv",
@@ -58,6 +94,14 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="seed of inputs, parameters and upstream gradients")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these checks (default: all)")
     p.set_defaults(func=cmd_gradcheck)
+
+    p = sub.add_parser("info", help="parameter accounting of a model (the MoLE paper's Table 1 view)",
+                       description="Count parameters trained, resident in RAM at inference, stored in "
+                                   "lookup tables, loaded per token and activated per token.")
+    add_config_args(p)
+    p.add_argument("--itemsize", type=int, default=4, choices=(2, 4, 8),
+                   help="bytes per stored number (2 = fp16 as in the MoLE paper, 4 = float32)")
+    p.set_defaults(func=cmd_info, parser=p)
     return parser
 
 

@@ -9,7 +9,7 @@ in the report is exactly what the tests assert.
 
 import numpy as np
 
-from minimolkv import attention, moe, mole, ops
+from minimolkv import attention, moe, mole, molkv, ops
 from minimolkv.gradcheck import check_block, check_pair
 
 
@@ -111,10 +111,91 @@ def check_moe(seed=0, min_gap=1e-3):
                        prefix="moe.", top_k=k)
 
 
+def model_setup(kind, seed=0):
+    """A tiny float64 model of `kind` with non-trivial parameters, a batch and targets."""
+    from minimolkv import model                      # model imports every block; keep checks light
+    rng = np.random.default_rng(seed)
+    config = model.Config(vocab_size=11, context_len=8, d_model=8, n_layers=2, n_heads=2,
+                          d_ff=12, kind=kind, n_experts=3, d_expert=6, d_key=4, top_k=2,
+                          window=3 if kind == "molkv" else None)
+    params = model.init(config, seed, dtype=np.float64)
+    for name, value in params.items():
+        params[name] = gains(rng, value.shape) if value.ndim == 1 else \
+            rng.standard_normal(value.shape) / np.sqrt(value.shape[-2])
+    ids = np.array([[1, 5, 1, 9, 3, 1], [0, 10, 4, 4, 2, 7]])       # repeated ids
+    targets = rng.integers(0, config.vocab_size, size=ids.shape)
+    return config, params, ids, targets
+
+
+def moe_selections(cache):
+    """The (B,T,N) top-k masks of every MoE layer in a model cache."""
+    return [layer[4]["selected"] for layer in cache[2]]
+
+
+def check_model(kind, seed=0, max_entries=6):
+    """The whole LM's loss gradient: sampled entries of every parameter tensor.
+
+    The upstream gradient is a random scalar dloss. For kind="moe" the seed
+    is advanced until every layer's top-k selection is >= 1e-3 from a tie, and
+    every forward of the check asserts the selections are unchanged.
+    """
+    from minimolkv import model
+    from minimolkv.gradcheck import MODEL_TOL, compare
+    for attempt in range(100):
+        config, params, ids, targets = model_setup(kind, seed + 1000 * attempt)
+        loss, _, cache = model.forward(params, config, ids, targets)
+        if kind != "moe" or min(moe.selection_margin(c[4]["p"], config.top_k)
+                                for c in cache[2]) >= 1e-3:
+            break
+    base = moe_selections(cache) if kind == "moe" else None
+    dloss = np.random.default_rng(seed).standard_normal()           # random upstream gradient
+    grads = model.backward(cache, dloss)
+
+    def loss_fn():
+        loss, _, c = model.forward(params, config, ids, targets)
+        if base is not None and not all(np.array_equal(a, b) for a, b in zip(base, moe_selections(c))):
+            raise AssertionError("a top-k selection changed under a gradient-check step")
+        return loss
+
+    return compare(loss_fn, params, grads, dloss, tol=MODEL_TOL, max_entries=max_entries, seed=seed)
+
+
 # Every check the CLI runs, in reading order: {title: function(seed) -> rows}.
 CHECKS = {
     "ops": check_ops,
     "attention": check_attention,
     "mole": check_mole,
     "moe": check_moe,
+    "model (dense)": lambda seed: check_model("dense", seed),
+    "model (moe)": lambda seed: check_model("moe", seed),
+    "model (mole)": lambda seed: check_model("mole", seed),
+    "model (molkv)": lambda seed: check_model("molkv", seed),
 }
+
+
+def molkv_params(rng, D, F, N, Dk):
+    """Non-trivial MoLKV parameters (random gains; query scaled so the scores are of order 1-3)."""
+    return {
+        "norm": gains(rng, D),                                          # (D,)
+        "query": 2 * rng.standard_normal((D, Dk)) / np.sqrt(D),         # (D,Dk)
+        "up": rng.standard_normal((N, D, F)) / np.sqrt(D),              # (N,D,F)
+        "down_k": rng.standard_normal((N, F, Dk)) / np.sqrt(F),         # (N,F,Dk)
+        "down_v": rng.standard_normal((N, F, D)) / np.sqrt(F),          # (N,F,D)
+    }
+
+
+def check_molkv(seed=0, window=None):
+    """The MoLKV block for one window: both inputs (h, e) and every parameter."""
+    rng = np.random.default_rng(seed)
+    B, T, D, F, N, Dk = 2, 5, 6, 4, 3, 4
+    params = molkv_params(rng, D, F, N, Dk)
+    h = rng.standard_normal((B, T, D))                                  # (B,T,D)
+    e = rng.standard_normal((B, T, D))                                  # (B,T,D)
+    e[0, 3] = e[0, 1]            # one token twice: both positions' experts are attended to
+    return check_block(molkv.forward, molkv.backward, params, {"h": h, "e": e}, seed,
+                       prefix="molkv.", window=window)
+
+
+CHECKS["molkv (window=None)"] = lambda seed: check_molkv(seed, None)
+CHECKS["molkv (window=1)"] = lambda seed: check_molkv(seed, 1)
+CHECKS["molkv (window=3)"] = lambda seed: check_molkv(seed, 3)

@@ -1,0 +1,72 @@
+"""Parameter accounting — the MoLE paper's Table 1 view of a model.
+
+For a Config, count
+    train       parameters trained (everything, expert FFNs included)
+    ram         parameters resident in RAM at inference: MoLE/MoLKV expert
+                FFNs (norm, up, down...) are replaced by lookup tables
+    lut         numbers stored in the lookup tables (in storage, e.g. on disk)
+    loaded      numbers read from the tables per token (one row per layer)
+    activated   parameters that take part in computing one token, without the
+                embedding tables (each token only reads one row of those):
+                attention, norms, dense FFN, head, and the expert part —
+                MoE: router + top_k experts; MoLE: router; MoLKV: query;
+                the looked-up rows are counted in `loaded`.
+
+    MoLE:  lut = L·V·N·D            loaded = L·N·D
+    MoLKV: lut = L·V·N·(Dk + D)     loaded = L·N·(Dk + D)
+"""
+
+import numpy as np
+
+from minimolkv.lut import format_bytes
+from minimolkv.model import init_shapes
+
+# the expert parameters that a lookup table replaces at inference
+REPLACED_BY_LUT = {"mole": ("norm", "up", "down"), "molkv": ("norm", "up", "down_k", "down_v")}
+
+
+def role(config, name):
+    """What a parameter is at inference: 'embedding', 'lut' (replaced by a
+    table), 'routed' (an MoE expert weight: only top_k of N run) or 'dense'."""
+    parts = name.split(".")
+    if name in ("tok_emb", "pos_emb"):
+        return "embedding"
+    if len(parts) > 2 and parts[-2] == config.kind:                 # layers.l.<kind>.<param>
+        if parts[-1] in REPLACED_BY_LUT.get(config.kind, ()):
+            return "lut"
+        if config.kind == "moe" and parts[-1] != "router":
+            return "routed"
+    return "dense"
+
+
+def count_params(config):
+    """{train, ram, lut, loaded, activated}: counts of numbers (see the module docstring)."""
+    c = config
+    size = {k: int(np.prod(s)) for k, s in init_shapes(c).items()}
+    by_role = {r: sum(n for k, n in size.items() if role(c, k) == r)
+               for r in ("embedding", "lut", "routed", "dense")}
+    width = {"mole": c.d_model, "molkv": c.d_key + c.d_model}.get(c.kind, 0)   # numbers per expert row
+    loaded = c.n_layers * c.n_experts * width
+    return {
+        "train": sum(size.values()),
+        "ram": sum(size.values()) - by_role["lut"],
+        "lut": c.vocab_size * loaded,
+        "loaded": loaded,
+        "activated": by_role["dense"] + by_role["routed"] * c.top_k // c.n_experts,
+    }
+
+
+def format_counts(config, itemsize=4):
+    """A small table of count_params for printing; bytes at `itemsize` (4 = float32)."""
+    n = count_params(config)
+    rows = [
+        ("trained parameters", f"{n['train']:,}"),
+        ("resident in RAM at inference", f"{n['ram']:,}"),
+        ("lookup tables in storage", f"{n['lut']:,} numbers = {format_bytes(n['lut'] * itemsize)}"),
+        ("loaded from the tables per token", f"{n['loaded']:,} numbers = {format_bytes(n['loaded'] * itemsize)}"),
+        ("activated per token (no embeddings)", f"{n['activated']:,}"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    head = f"kind={config.kind}  V={config.vocab_size} D={config.d_model} L={config.n_layers} " \
+           f"N={config.n_experts} F={config.d_expert} Dk={config.d_key} d_ff={config.d_ff}"
+    return "\n".join([head] + [f"  {a:<{width}}  {b}" for a, b in rows])

@@ -1,0 +1,117 @@
+"""model.py + generate.py + params.py: the tiny LM of every kind through one code path."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from minimolkv import model
+from minimolkv.checks import check_model, model_setup
+from minimolkv.generate import generate
+from minimolkv.gradcheck import MODEL_TOL, rel_error
+from minimolkv.params import count_params
+
+KINDS = ("dense", "moe", "mole", "molkv")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_whole_model_gradient(kind):
+    rows = check_model(kind, seed=0)
+    names = {r.name for r in rows}
+    assert "tok_emb" in names and "lm_head" in names
+    if kind != "dense":
+        assert any(f".{kind}." in n for n in names)
+    for row in rows:
+        assert row.error < MODEL_TOL, f"{row.name}: {row.error:.2e}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fresh_model_loss_is_about_ln_v(kind):
+    config = model.Config(kind=kind)
+    params = model.init(config, seed=0)
+    ids = np.random.default_rng(0).integers(0, config.vocab_size, size=(4, 32))
+    loss, logits, _ = model.forward(params, config, ids, ids)
+    assert logits.shape == (4, 32, config.vocab_size) and logits.dtype == np.float32
+    assert abs(loss - np.log(config.vocab_size)) < 0.1
+
+
+@pytest.mark.parametrize("kind", ("mole", "molkv"))
+def test_lut_mode_logits_equal_train_mode(kind):
+    config, params, ids, _ = model_setup(kind)
+    _, train_logits, _ = model.forward(params, config, ids)
+    luts = model.build_luts(params, config)
+    _, lut_logits, cache = model.forward(params, config, ids, luts=luts)
+    assert cache is None                                   # inference mode: nothing kept for backward
+    assert rel_error(train_logits, lut_logits) <= 1e-10
+
+
+def greedy_by_full_reforward(params, config, prompt, n):
+    ids = prompt.copy()
+    for _ in range(n):
+        _, logits, _ = model.forward(params, config, ids)
+        ids = np.concatenate([ids, np.argmax(logits[:, -1], axis=-1)[:, None]], axis=1)
+    return ids
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_greedy_generate_equals_full_reforwards(kind):
+    config, params, _, _ = model_setup(kind)
+    prompt = np.array([[1, 5, 1], [0, 10, 4]])
+    fast = generate(params, config, prompt, n_tokens=5, temperature=0)
+    slow = greedy_by_full_reforward(params, config, prompt, 5)
+    np.testing.assert_array_equal(fast, slow)
+
+
+def test_seeded_sampling_is_reproducible_and_one_dim_prompts_work():
+    config, params, _, _ = model_setup("molkv")
+    a = generate(params, config, np.array([1, 2]), 6, temperature=1.0, top_k=5, seed=3)
+    b = generate(params, config, np.array([1, 2]), 6, temperature=1.0, top_k=5, seed=3)
+    assert a.shape == (8,) and np.array_equal(a, b)
+    assert np.all((a >= 0) & (a < config.vocab_size))
+
+
+def test_generation_past_the_context_slides():
+    config, params, _, _ = model_setup("molkv")            # context_len 8
+    out = generate(params, config, np.array([1, 2, 3]), n_tokens=20, temperature=0)
+    assert out.shape == (23,)
+    np.testing.assert_array_equal(out[:3], [1, 2, 3])
+
+
+def test_count_params_follows_the_formulas():
+    c = model.Config(kind="molkv", vocab_size=100, d_model=16, n_layers=3, n_heads=2,
+                     d_ff=32, n_experts=4, d_expert=8, d_key=4)
+    n = count_params(c)
+    assert n["lut"] == 3 * 100 * 4 * (4 + 16) and n["loaded"] == 3 * 4 * (4 + 16)
+    dense = count_params(dataclasses.replace(c, kind="dense"))
+    assert n["ram"] == dense["ram"] + 3 * 16 * 4              # only the query stays in RAM
+    mole = count_params(dataclasses.replace(c, kind="mole"))
+    assert mole["ram"] == dense["ram"] + 3 * 16 * 4           # only the router stays in RAM
+    moe = count_params(dataclasses.replace(c, kind="moe", top_k=2))
+    assert moe["activated"] == dense["activated"] + 3 * (16 * 4 + 2 * 2 * 16 * 8)
+
+
+def test_bad_inputs_name_the_problem():
+    config, params, ids, targets = model_setup("molkv")
+    with pytest.raises(ValueError, match="longer than context_len=8"):
+        model.forward(params, config, np.zeros((1, 9), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"ids holds token id 11, outside the vocabulary \[0, 11\)"):
+        model.forward(params, config, ids + 10)
+    with pytest.raises(TypeError, match="ids must hold integers"):
+        model.forward(params, config, ids.astype(float))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        model.Config(kind="moa")
+    with pytest.raises(ValueError, match="n_heads=3 must divide d_model=64"):
+        model.Config(n_heads=3)
+    with pytest.raises(ValueError, match="top_k=5 must be <= n_experts=4"):
+        model.Config(top_k=5)
+    with pytest.raises(ValueError, match="targets must have the shape"):
+        model.forward(params, config, ids, targets[:, :2])
+    other = dataclasses.replace(config, d_key=5)
+    with pytest.raises(ValueError, match="luts were built for another config"):
+        model.forward(params, config, ids, luts=model.build_luts(model.init(other, 0, np.float64), other))
+    with pytest.raises(ValueError, match="params do not fit this config"):
+        model.forward(params, dataclasses.replace(config, kind="mole"), ids)
+    with pytest.raises(ValueError, match="n_tokens must be an integer"):
+        generate(params, config, np.array([1]), -1)
+    with pytest.raises(ValueError, match="backward needs a training-mode forward"):
+        model.backward(model.forward(params, config, ids, targets, luts=model.build_luts(params, config))[2])
