@@ -81,6 +81,108 @@ def cmd_info(args):
 
 
 # ----------------------------------------------------------------------------
+# train and sample
+# ----------------------------------------------------------------------------
+
+def cmd_train(args):
+    import dataclasses
+    import os
+
+    from minimolkv import plots, train
+    from minimolkv.params import format_counts
+
+    if args.resume:
+        try:
+            run = train.load_checkpoint(args.resume)
+        except (FileNotFoundError, ValueError) as err:
+            args.parser.error(str(err))
+        if args.steps is not None:
+            if args.steps < run["step"]:
+                args.parser.error(f"--steps {args.steps} is behind the checkpoint (step {run['step']})")
+            run["settings"] = dataclasses.replace(run["settings"], steps=args.steps)
+        out = args.out or args.resume
+        print(f"Resuming {args.resume} at step {run['step']} -> {run['settings'].steps}")
+        dataset = run["data"].load()
+    else:
+        spec = train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab,
+                              seed=args.seed)
+        print(f"Loading data: {args.data} ...", flush=True)
+        try:
+            dataset = spec.load()
+        except (FileNotFoundError, ValueError, UnicodeDecodeError) as err:
+            args.parser.error(str(err))
+        config = config_from_args(args, args.parser, vocab_size=dataset.tokenizer.vocab_size)
+        settings = train.Settings(**{k: getattr(args, k) for k in ("batch_size", "lr", "eval_every", "seed")
+                                     if getattr(args, k) is not None},
+                                  **({"steps": args.steps} if args.steps is not None else {}))
+        run = train.new_run(config, settings, spec, dataset)
+        out = args.out or os.path.join("runs", f"{config.kind}-{os.path.basename(str(args.data))}")
+    print(dataset.description)
+    print(format_counts(run["config"]))
+    print(f"Training {run['settings'].steps} steps of {run['settings'].batch_size} x "
+          f"{run['config'].context_len} tokens; checkpoints in {out}/", flush=True)
+    try:
+        train.train(run, dataset, out_dir=out, log=lambda line: print(line, flush=True))
+    except train.TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    plot = os.path.join(out, "loss.png")
+    plots.loss_curves({run["config"].kind: run["metrics"]}, path=plot,
+                      title=f"{run['config'].kind} on {run['data'].name}")
+    final = run["metrics"][-1]
+    print(f"\nFinal validation loss {final['val_loss']:.3f} after {run['step']} steps "
+          f"({final['elapsed_s']:.0f} s this session).")
+    text = sample_text(run, run["prompt"], 60, 0.8, out)
+    print(f"\nSample (temperature 0.8):\n{text}\n")
+    print(f"Checkpoint: {out}/checkpoint.npz + config.json    Loss curve: {plot}")
+    print(f"More samples: python -m minimolkv sample --checkpoint {out}")
+    return 0
+
+
+def sample_text(run, prompt, n_tokens, temperature, folder, seed=0, top_k=None, report=False):
+    """Generate from a trained run, MoLE/MoLKV from lookup tables on disk (built once)."""
+    import os
+
+    import numpy as np
+
+    from minimolkv import lut, model
+    from minimolkv.generate import generate
+
+    params, config, tok = run["params"], run["config"], run["tokenizer"]
+    luts = None
+    if config.kind in ("mole", "molkv"):
+        table_dir = os.path.join(folder, f"luts-step{run['step']}")
+        if not os.path.isdir(table_dir):
+            lut.save_tables(table_dir, model.build_luts(params, config))
+        luts = lut.open_tables(table_dir, model.lut_shapes(config), params["tok_emb"].dtype)
+    prompt_ids = np.asarray(tok.encode(prompt), dtype=np.int64)[-config.context_len:]
+    if prompt_ids.size == 0:
+        prompt_ids = np.zeros(1, dtype=np.int64)
+    ids = generate(params, config, prompt_ids, n_tokens, temperature=temperature, top_k=top_k,
+                   seed=seed, luts=luts)
+    if report and luts:
+        read = sum(t.bytes_read for t in luts.values())
+        tokens = next(iter(luts.values())).tokens_read
+        print(f"[lookup tables: {table_dir}, {lut.format_bytes(sum(t.nbytes for t in luts.values()))} "
+              f"on disk; read {lut.format_bytes(read)} for {tokens} token lookups per layer, "
+              f"{lut.format_bytes(read / max(tokens, 1))} per token]")
+    return tok.decode(ids)
+
+
+def cmd_sample(args):
+    from minimolkv import train
+
+    try:
+        run = train.load_checkpoint(args.checkpoint)
+    except (FileNotFoundError, ValueError) as err:
+        args.parser.error(str(err))
+    prompt = run["prompt"] if args.prompt is None else args.prompt
+    print(sample_text(run, prompt, args.tokens, args.temperature, args.checkpoint, seed=args.seed,
+                      top_k=args.top_k, report=True))
+    return 0
+
+
+# ----------------------------------------------------------------------------
 
 def build_parser():
     parser = Parser(prog="python -m minimolkv",
@@ -102,6 +204,35 @@ def build_parser():
     p.add_argument("--itemsize", type=int, default=4, choices=(2, 4, 8),
                    help="bytes per stored number (2 = fp16 as in the MoLE paper, 4 = float32)")
     p.set_defaults(func=cmd_info, parser=p)
+
+    p = sub.add_parser("train", help="train a tiny model (default: MoLKV on the stdlib corpus)",
+                       description="Train a tiny language model, print progress, save checkpoints, "
+                                   "a loss curve and a sample. With no options: the default MoLKV "
+                                   "model on the built-in corpus, a few minutes on a laptop CPU.")
+    add_config_args(p)
+    p.add_argument("--data", default="stdlib", metavar="stdlib|synthetic|PATH",
+                   help="built-in docstring corpus (default), synthetic context task, or a UTF-8 text file")
+    p.add_argument("--tokenizer", choices=("bpe", "byte"), default="bpe", help="for text data (default bpe)")
+    p.add_argument("--vocab", type=int, default=512, metavar="V", help="BPE vocabulary size (default 512)")
+    p.add_argument("--steps", type=int, default=None, metavar="N", help="total steps (default 600)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B", help="default 16")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-3)")
+    p.add_argument("--eval-every", type=int, default=None, metavar="K", help="validate and checkpoint every K steps (default 50)")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/<kind>-<data>)")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue the run saved in DIR up to --steps")
+    p.set_defaults(func=cmd_train, parser=p)
+
+    p = sub.add_parser("sample", help="generate text from a checkpoint (MoLE/MoLKV from lookup tables)",
+                       description="Generate from a trained checkpoint. MoLE and MoLKV models decode "
+                                   "from lookup tables, built once and saved beside the checkpoint.")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a folder written by train")
+    p.add_argument("--prompt", default=None, help="text to continue (default: the start of the validation text)")
+    p.add_argument("--tokens", type=int, default=100, metavar="N", help="tokens to generate (default 100)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K most likely")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.set_defaults(func=cmd_sample, parser=p)
     return parser
 
 

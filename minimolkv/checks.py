@@ -160,19 +160,6 @@ def check_model(kind, seed=0, max_entries=6):
     return compare(loss_fn, params, grads, dloss, tol=MODEL_TOL, max_entries=max_entries, seed=seed)
 
 
-# Every check the CLI runs, in reading order: {title: function(seed) -> rows}.
-CHECKS = {
-    "ops": check_ops,
-    "attention": check_attention,
-    "mole": check_mole,
-    "moe": check_moe,
-    "model (dense)": lambda seed: check_model("dense", seed),
-    "model (moe)": lambda seed: check_model("moe", seed),
-    "model (mole)": lambda seed: check_model("mole", seed),
-    "model (molkv)": lambda seed: check_model("molkv", seed),
-}
-
-
 def molkv_params(rng, D, F, N, Dk):
     """Non-trivial MoLKV parameters (random gains; query scaled so the scores are of order 1-3)."""
     return {
@@ -196,6 +183,17 @@ def check_molkv(seed=0, window=None):
                        prefix="molkv.", window=window)
 
 
-CHECKS["molkv (window=None)"] = lambda seed: check_molkv(seed, None)
-CHECKS["molkv (window=1)"] = lambda seed: check_molkv(seed, 1)
-CHECKS["molkv (window=3)"] = lambda seed: check_molkv(seed, 3)
+# Every check the CLI runs, in reading order: {title: function(seed) -> rows}.
+CHECKS = {
+    "ops": check_ops,
+    "attention": check_attention,
+    "mole": check_mole,
+    "moe": check_moe,
+    "molkv (window=None)": lambda seed: check_molkv(seed, None),
+    "molkv (window=1)": lambda seed: check_molkv(seed, 1),
+    "molkv (window=3)": lambda seed: check_molkv(seed, 3),
+    "model (dense)": lambda seed: check_model("dense", seed),
+    "model (moe)": lambda seed: check_model("moe", seed),
+    "model (mole)": lambda seed: check_model("mole", seed),
+    "model (molkv)": lambda seed: check_model("molkv", seed),
+}

@@ -325,7 +325,8 @@ def _synthetic_tables(vocab_size, seed):
     first_filler = 2 * SYN_KEYS + 1
     if vocab_size < first_filler + SYN_BRANCH:
         raise ValueError(f"vocab_size must be >= {first_filler + SYN_BRANCH} for the synthetic "
-                         f"corpus ({SYN_KEYS} keys, a trigger, {SYN_KEYS} answers, fillers), got {vocab_size}")
+                         f"corpus ({SYN_KEYS} keys, a trigger, {SYN_KEYS} answers, fillers), "
+                         f"got {vocab_size}")
     rng = np.random.default_rng(seed)
     succ = np.stack([rng.choice(np.arange(first_filler, vocab_size), SYN_BRANCH, replace=False)
                      for _ in range(vocab_size)])                    # (V,4)
@@ -349,8 +350,9 @@ def synthetic_corpus(n_tokens, vocab_size, seed):
 
     So fillers are predictable from the previous token alone, keys and
     triggers are not predictable at all, and the answer after a trigger is
-    certain -- but only to a model that remembers the last key (on average
-    20 tokens back). synthetic_reference_losses gives the losses to beat.
+    certain -- but only to a model that remembers the last key (about 22
+    tokens back on average: a new key comes every 1/(0.05 * 10/11) tokens).
+    synthetic_reference_losses gives the losses to beat.
     """
     n_tokens = check_positive_int(n_tokens, "n_tokens")
     succ, prob, rng = _synthetic_tables(vocab_size, seed)
@@ -448,12 +450,16 @@ def _check_id_array(ids, name="ids"):
     return ids
 
 
-def split(ids, val_fraction=0.1):
-    """(train, val): the last val_fraction of ids is val, the rest train (views, no shuffling)."""
-    _check_id_array(ids)
+def _check_fraction(val_fraction):
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
             or not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
+
+
+def split(ids, val_fraction=0.1):
+    """(train, val): the last val_fraction of ids is val, the rest train (views, no shuffling)."""
+    _check_id_array(ids)
+    _check_fraction(val_fraction)
     n_val = int(round(len(ids) * val_fraction))
     if not 0 < n_val < len(ids):
         raise ValueError(f"ids holds {len(ids)} tokens: too few to split with val_fraction={val_fraction}")
@@ -466,7 +472,8 @@ def get_batch(ids, batch_size, context_len, rng):
     B = check_positive_int(batch_size, "batch_size")
     T = check_positive_int(context_len, "context_len")
     if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+        raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)), "
+                        f"got {type(rng).__name__}")
     if len(ids) < T + 1:
         raise ValueError(f"ids holds {len(ids)} tokens, fewer than context_len + 1 = {T + 1}; "
                          f"use a shorter context_len or more data")
@@ -479,6 +486,7 @@ def get_batch(ids, batch_size, context_len, rng):
 
 @dataclass
 class Dataset:
+    """What load_dataset returns."""
     train: np.ndarray          # (n_train,) int64 token ids
     val: np.ndarray            # (n_val,) int64 token ids, the text after train
     tokenizer: object          # ByteTokenizer | BPETokenizer | IdTokenizer
@@ -492,7 +500,7 @@ def _trained_bpe(text, vocab_size):
 
 def load_dataset(name_or_path, tokenizer="bpe", vocab_size=512, seed=0, n_tokens=300_000,
                  val_fraction=0.1):
-    """"stdlib", "synthetic" or a path to a UTF-8 text file -> Dataset.
+    """Train and val ids of "stdlib", "synthetic" or a UTF-8 text file at a path.
 
     Text is split by characters (last val_fraction is val) before tokenizing,
     and BPE is trained on the train part only. "synthetic" ignores
@@ -516,8 +524,7 @@ def load_dataset(name_or_path, tokenizer="bpe", vocab_size=512, seed=0, n_tokens
     else:
         raise FileNotFoundError(f"name_or_path must be 'stdlib', 'synthetic' or a text file, "
                                 f"got {name_or_path!r} (no such file)")
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
+    _check_fraction(val_fraction)
     cut = int(len(text) * (1 - val_fraction))
     tok = _trained_bpe(text[:cut], vocab_size) if tokenizer == "bpe" else ByteTokenizer()
     train, val = tok.encode(text[:cut]), tok.encode(text[cut:])

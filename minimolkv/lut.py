@@ -139,3 +139,16 @@ def format_bytes(n):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
+
+
+def save_tables(folder, tables):
+    """Save {name: (V,N,X) array} as folder/<name>.npy, each atomically."""
+    os.makedirs(folder, exist_ok=True)
+    for name, table in tables.items():
+        save_lut(os.path.join(folder, name + ".npy"), table)
+
+
+def open_tables(folder, shapes, dtype):
+    """Open folder/<name>.npy for each {name: shape} as a counting LookupTable on a memmap."""
+    return {name: LookupTable(open_lut(os.path.join(folder, name + ".npy"), shape, dtype))
+            for name, shape in shapes.items()}

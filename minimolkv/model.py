@@ -346,3 +346,10 @@ def check_luts(config, luts):
         if tuple(luts[name].shape) != shape:
             raise ValueError(f"luts were built for another config: {name!r} has shape "
                              f"{tuple(luts[name].shape)}, this config needs {shape}")
+
+
+def generate(params, config, prompt_ids, n_tokens, temperature=1.0, top_k=None, seed=None, luts=None):
+    """Sample a continuation with the KV caches — see generate.py, where it lives
+    (the caches are a concept of their own)."""
+    from minimolkv.generate import generate as generate_with_caches
+    return generate_with_caches(params, config, prompt_ids, n_tokens, temperature, top_k, seed, luts)

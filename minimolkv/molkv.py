@@ -99,6 +99,13 @@ def _check_float(x, name, shape, dtype):
                         "convert one of them, dtypes are never mixed")
 
 
+def _check_hidden(h, D, dtype):
+    """h must be (B,T,D) in the parameters' dtype, with B, T >= 1."""
+    _check_float(h, "h", (None, None, D), dtype)
+    if h.shape[0] == 0 or h.shape[1] == 0:
+        raise ValueError(f"h must hold at least one sequence of one position, got shape {h.shape}")
+
+
 def _check_luts(lut_k, lut_v, N, D, Dk, dtype):
     """Tables: ndarrays, memmaps or lut.LookupTable (only .shape, .dtype, [ids] are used). Returns V."""
     for name, lut, width in (("lut_k", lut_k, Dk), ("lut_v", lut_v, D)):
@@ -111,10 +118,6 @@ def _check_luts(lut_k, lut_v, N, D, Dk, dtype):
             raise TypeError(f"{name} has dtype {lut.dtype} but the parameters are {dtype}; "
                             "dtypes are never mixed")
     return lut_k.shape[0]
-
-
-def _check_window(window):
-    return check_positive_int(window, "window", allow_none=True)
 
 
 def window_mask(T, window):
@@ -172,45 +175,45 @@ def attend_forward(q, K, Vv, allowed=None):
     q (B,Tq,Dk), K (B,Tk,N,Dk), Vv (B,Tk,N,D), allowed (Tq,Tk) bool or None
     (None: every key position is allowed) -> y (B,Tq,D), cache.
     Tq = Tk = T in forward; in decode_step Tq = 1 and Tk is the cache length.
-    The softmax runs over the Tk*N key-value experts jointly: (j, n) is
-    flattened to one axis of Tk*N entries (row j*N + n), which is what
-    K.reshape(B, Tk*N, Dk) gives, so S and P are (B,Tq,Tk,N) and
-    (B,Tq,Tk*N) as the same memory.
+
+    The softmax runs over the Tk*N key-value experts jointly, so (j, n) is
+    flattened into one axis of Tk*N entries, entry j*N + n: exactly what
+    K.reshape(B, Tk*N, Dk) gives. S and P are (B,Tq,Tk,N) or (B,Tq,Tk*N),
+    the same memory seen two ways.
     """
     B, Tq, Dk = q.shape
     _, Tk, N, D = Vv.shape
-    qs = q / float(np.sqrt(Dk))                                 # (B,Tq,Dk) scaled query (a Python float keeps the dtype)
-    K2 = K.reshape(B, Tk * N, Dk)                               # (B,Tk,N,Dk) -> (B,Tk*N,Dk) one row per (j, n)
-    V2 = Vv.reshape(B, Tk * N, D)                               # (B,Tk,N,D) -> (B,Tk*N,D)
-    S = (qs @ K2.transpose(0, 2, 1)).reshape(B, Tq, Tk, N)      # (B,Tq,Dk) @ (B,Dk,Tk*N) -> (B,Tq,Tk,N)
+    qs = q / float(np.sqrt(Dk))                             # (B,Tq,Dk) scaled query; Python float: same dtype
+    K_flat = K.reshape(B, Tk * N, Dk)                       # (B,Tk,N,Dk) -> (B,Tk*N,Dk) one row per (j, n)
+    V_flat = Vv.reshape(B, Tk * N, D)                       # (B,Tk,N,D) -> (B,Tk*N,D)
+    S = qs @ K_flat.transpose(0, 2, 1)                      # (B,Tq,Dk) @ (B,Dk,Tk*N) -> (B,Tq,Tk*N)
     if allowed is not None:
-        S[:, ~allowed] = -np.inf                                # (B,Tq,Tk,N) in place: masked (t, j), every n
-    P2, _ = ops.softmax_forward(S.reshape(B, Tq, Tk * N))       # (B,Tq,Tk*N) jointly over (j, n)
-    del S                                                       # the cache keeps P only
-    y = P2 @ V2                                                 # (B,Tq,Tk*N) @ (B,Tk*N,D) -> (B,Tq,D)
-    return y, {"qs": qs, "K": K, "Vv": Vv, "P": P2.reshape(B, Tq, Tk, N)}
+        S.reshape(B, Tq, Tk, N)[:, ~allowed] = -np.inf      # (B,Tq,Tk,N) view: masked (t, j), every n, in place
+    P_flat, _ = ops.softmax_forward(S)                      # (B,Tq,Tk*N) jointly over (j, n)
+    del S                                                   # the cache keeps P only
+    y = P_flat @ V_flat                                     # (B,Tq,Tk*N) @ (B,Tk*N,D) -> (B,Tq,D)
+    P = P_flat.reshape(B, Tq, Tk, N)                        # (B,Tq,Tk*N) -> (B,Tq,Tk,N)
+    return y, {"qs": qs, "K_flat": K_flat, "V_flat": V_flat, "P": P}
 
 
 def attend_backward(dy, cache):
     """dy (B,Tq,D) -> dq (B,Tq,Dk), dK (B,Tk,N,Dk), dVv (B,Tk,N,D)."""
-    qs, K, Vv, P = cache["qs"], cache["K"], cache["Vv"], cache["P"]
+    qs, K_flat, V_flat, P = cache["qs"], cache["K_flat"], cache["V_flat"], cache["P"]
     B, Tq, Tk, N = P.shape
-    Dk, D = K.shape[-1], Vv.shape[-1]
-    P2 = P.reshape(B, Tq, Tk * N)                               # (B,Tq,Tk*N)
-    K2 = K.reshape(B, Tk * N, Dk)                               # (B,Tk*N,Dk)
-    V2 = Vv.reshape(B, Tk * N, D)                               # (B,Tk*N,D)
-    # y = P2 @ V2
-    dP2 = dy @ V2.transpose(0, 2, 1)                            # (B,Tq,D) @ (B,D,Tk*N) -> (B,Tq,Tk*N)
-    dV2 = P2.transpose(0, 2, 1) @ dy                            # (B,Tk*N,Tq) @ (B,Tq,D) -> (B,Tk*N,D)
-    # P2 = softmax(S) over (j, n)   (masked entries have P = 0, so dS = 0 there: the mask needs no backward)
-    dS2 = ops.softmax_backward(dP2, P2)                         # (B,Tq,Tk*N)
-    del dP2
-    # S = qs @ K2^T
-    dqs = dS2 @ K2                                              # (B,Tq,Tk*N) @ (B,Tk*N,Dk) -> (B,Tq,Dk)
-    dK2 = dS2.transpose(0, 2, 1) @ qs                           # (B,Tk*N,Tq) @ (B,Tq,Dk) -> (B,Tk*N,Dk)
+    Dk, D = K_flat.shape[-1], V_flat.shape[-1]
+    P_flat = P.reshape(B, Tq, Tk * N)                       # (B,Tq,Tk,N) -> (B,Tq,Tk*N)
+    # y = P_flat @ V_flat
+    dP_flat = dy @ V_flat.transpose(0, 2, 1)                # (B,Tq,D) @ (B,D,Tk*N) -> (B,Tq,Tk*N)
+    dV_flat = P_flat.transpose(0, 2, 1) @ dy                # (B,Tk*N,Tq) @ (B,Tq,D) -> (B,Tk*N,D)
+    # P_flat = softmax(S) over (j, n)   (masked entries have P = 0, so they get dS = 0: no mask backward)
+    dS = ops.softmax_backward(dP_flat, P_flat)              # (B,Tq,Tk*N)
+    del dP_flat
+    # S = qs @ K_flat^T
+    dqs = dS @ K_flat                                       # (B,Tq,Tk*N) @ (B,Tk*N,Dk) -> (B,Tq,Dk)
+    dK_flat = dS.transpose(0, 2, 1) @ qs                    # (B,Tk*N,Tq) @ (B,Tq,Dk) -> (B,Tk*N,Dk)
     # qs = q / sqrt(Dk)
-    dq = dqs / float(np.sqrt(Dk))                               # (B,Tq,Dk)
-    return dq, dK2.reshape(B, Tk, N, Dk), dV2.reshape(B, Tk, N, D)
+    dq = dqs / float(np.sqrt(Dk))                           # (B,Tq,Dk)
+    return dq, dK_flat.reshape(B, Tk, N, Dk), dV_flat.reshape(B, Tk, N, D)
 
 
 # ----------------------------------------------------------------------------
@@ -220,13 +223,11 @@ def attend_backward(dy, cache):
 def forward(params, h, e, window=None):
     """h (B,T,D), e (B,T,D) -> y (B,T,D), cache. window: None or an integer >= 1."""
     D, F, N, Dk, dtype = check(params)
-    window = _check_window(window)
-    _check_float(h, "h", (None, None, D), dtype)
+    window = check_positive_int(window, "window", allow_none=True)
+    _check_hidden(h, D, dtype)
     _check_float(e, "e", (None, None, D), dtype)
     if h.shape != e.shape:
         raise ValueError(f"h and e must have the same shape (B,T,D), got h {h.shape} and e {e.shape}")
-    if h.shape[0] == 0 or h.shape[1] == 0:
-        raise ValueError(f"h must hold at least one sequence of one position, got shape {h.shape}")
     T = h.shape[1]
     K, Vv, c_experts = experts_forward(params, e)                # (B,T,N,Dk), (B,T,N,D)
     q, c_query = ops.linear_forward(h, params["query"])          # (B,T,D) -> (B,T,Dk)
@@ -253,7 +254,7 @@ def backward(dy, cache):
     """
     c_attend = cache["attend"]
     P = c_attend["P"]
-    check_array(dy, "dy", shape=(P.shape[0], P.shape[1], c_attend["Vv"].shape[-1]))
+    check_array(dy, "dy", shape=(P.shape[0], P.shape[1], c_attend["V_flat"].shape[-1]))
     if dy.dtype != P.dtype:
         raise TypeError(f"dy has dtype {dy.dtype} but the forward ran in {P.dtype}")
     # y = attention of q over the key-value experts (K, Vv)
@@ -290,8 +291,8 @@ def forward_lut(params, h, ids, lut_k, lut_v, window=None):
     lut_k, lut_v: ndarrays, np.memmaps or lut.LookupTable objects.
     """
     D, F, N, Dk, dtype = check(params)
-    window = _check_window(window)
-    _check_float(h, "h", (None, None, D), dtype)
+    window = check_positive_int(window, "window", allow_none=True)
+    _check_hidden(h, D, dtype)
     V = _check_luts(lut_k, lut_v, N, D, Dk, dtype)
     check_ids(ids, V, "ids")
     if ids.shape != h.shape[:2]:
@@ -317,7 +318,7 @@ def decode_step(params, h_t, ids_t, lut_k, lut_v, state, window=None):
     Stepping ids[:, 0], ids[:, 1], ... reproduces forward_lut.
     """
     D, F, N, Dk, dtype = check(params)
-    window = _check_window(window)
+    window = check_positive_int(window, "window", allow_none=True)
     _check_float(h_t, "h_t", (None, D), dtype)
     B = h_t.shape[0]
     V = _check_luts(lut_k, lut_v, N, D, Dk, dtype)

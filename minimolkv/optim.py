@@ -92,7 +92,8 @@ def adamw_step(params, grads, state, lr, beta1=0.9, beta2=0.95, eps=1e-8, weight
     eps = _check_number(eps, "eps", 0.0)
     weight_decay = _check_number(weight_decay, "weight_decay", 0.0)
     for name, p in named_p.items():
-        for what, a in (("grads", named_g[name]), ("state m", state["m"][name]), ("state v", state["v"][name])):
+        others = (("grads", named_g[name]), ("state m", state["m"][name]), ("state v", state["v"][name]))
+        for what, a in others:
             if a.shape != p.shape or a.dtype != p.dtype:
                 raise ValueError(f"{what}['{name}'] has shape {a.shape} dtype {a.dtype}; "
                                  f"params['{name}'] has shape {p.shape} dtype {p.dtype}")
@@ -161,7 +162,8 @@ def lr_schedule(step, max_steps, lr, warmup_steps, min_lr_ratio=0.1):
     lr = _check_number(lr, "lr", 0.0)
     if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)) \
             or not 0 <= warmup_steps < max_steps:
-        raise ValueError(f"warmup_steps must be an integer in [0, max_steps={max_steps}), got {warmup_steps!r}")
+        raise ValueError(f"warmup_steps must be an integer in [0, max_steps={max_steps}), "
+                         f"got {warmup_steps!r}")
     min_lr = lr * _check_number(min_lr_ratio, "min_lr_ratio", 0.0, 1.0)
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps

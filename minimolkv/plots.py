@@ -1,0 +1,80 @@
+"""matplotlib figures used by the lessons and the command line.
+
+Each function draws one picture and returns the Figure; pass `path` to also
+save it as a PNG. With no display, matplotlib picks its Agg backend by
+itself, so the functions work on a server and in the tests.
+"""
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def _finish(fig, path):
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def loss_curves(runs, path=None, title="Loss"):
+    """runs: {label: list of metric rows ({step, train_loss, val_loss})}.
+
+    Train loss as a thin line, validation loss as a thick one, one colour a run.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (label, rows) in enumerate(runs.items()):
+        colour = f"C{i}"
+        steps = [r["step"] for r in rows if r.get("train_loss") is not None]
+        train = [r["train_loss"] for r in rows if r.get("train_loss") is not None]
+        ax.plot(steps, train, color=colour, alpha=0.35, lw=1)
+        vsteps = [r["step"] for r in rows if r.get("val_loss") is not None]
+        val = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
+        ax.plot(vsteps, val, color=colour, lw=2.2, marker="o", ms=3, label=f"{label} (val)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats)")
+    ax.set_title(title + "  — thin: train, thick: validation")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _finish(fig, path)
+
+
+def router_weights(s, tokens, path=None, title="MoLE router weights per token"):
+    """s (T,N): the router softmax of one sequence; tokens: T strings."""
+    s = np.asarray(s)
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(tokens)), 2.8))
+    im = ax.imshow(s.T, aspect="auto", cmap="viridis", vmin=0, vmax=max(1e-9, float(s.max())))
+    ax.set_xticks(range(len(tokens)), [repr(t)[1:-1] for t in tokens], rotation=60, fontsize=8)
+    ax.set_yticks(range(s.shape[1]), [f"expert {n}" for n in range(s.shape[1])])
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.03, label="weight")
+    return _finish(fig, path)
+
+
+def kv_expert_attention(P, tokens, t, path=None, title=None):
+    """P (T,T,N): MoLKV weights of one sequence; draw query position t's row
+    as a (position j, expert n) heat map over the tokens it may see."""
+    P = np.asarray(P)
+    row = P[t, : t + 1]                                                  # (t+1, N)
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * (t + 1)), 2.8))
+    im = ax.imshow(row.T, aspect="auto", cmap="magma", vmin=0, vmax=max(1e-9, float(row.max())))
+    ax.set_xticks(range(t + 1), [repr(tok)[1:-1] for tok in tokens[: t + 1]], rotation=60, fontsize=8)
+    ax.set_yticks(range(P.shape[2]), [f"expert {n}" for n in range(P.shape[2])])
+    ax.set_xlabel("position j (its token)")
+    ax.set_title(title or f"MoLKV: where the query at position {t} ({tokens[t]!r}) looks")
+    fig.colorbar(im, ax=ax, fraction=0.03, label="P[t, j, n]")
+    return _finish(fig, path)
+
+
+def bars(values, path=None, title="", ylabel="", log=False):
+    """values: {label: number} as a bar chart (e.g. bytes loaded per token)."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    labels = list(values)
+    ax.bar(labels, [values[k] for k in labels], color=[f"C{i}" for i in range(len(labels))])
+    if log:
+        ax.set_yscale("log")
+    for i, k in enumerate(labels):
+        ax.annotate(f"{values[k]:,.0f}", (i, values[k]), ha="center", va="bottom", fontsize=8)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    return _finish(fig, path)
