@@ -128,24 +128,33 @@ def build_lut(params, emb):
     """
     D, F, N, dtype = check(params)
     check_array(emb, "emb", ndim=2, shape=(None, D), floating=True)
-    u, _ = experts_forward(params, emb.astype(dtype, copy=False))               # (V,N,D)
+    if emb.dtype != dtype:
+        raise TypeError(f"emb has dtype {emb.dtype} but the parameters are {dtype}; convert one of them")
+    u, _ = experts_forward(params, emb)                                          # (V,D) -> (V,N,D)
     return u
 
 
 def forward_lut(params, h, ids, lut):
     """Inference with the table: h (B,T,D), ids (B,T) -> y (B,T,D).
 
-    Equals forward(params, h, emb[ids])[0], with no expert FFN run.
-    `lut` is a (V,N,D) ndarray, a np.memmap, or a lut.LookupTable.
+    Equals forward(params, h, emb[ids])[0], with no expert FFN run. Only
+    params['router'] is needed: the table replaces norm, up and down.
+    `lut` is a (V,N,D) ndarray, a np.memmap, or a lut.LookupTable, in the
+    parameters' dtype.
     """
-    D, F, N, dtype = check(params)
+    if not isinstance(params, dict) or "router" not in params:
+        raise TypeError("params must be a dict holding 'router' (D,N); at inference nothing else is needed")
+    check_array(params["router"], "params['router']", ndim=2, floating=True)
+    D, N = params["router"].shape
+    dtype = params["router"].dtype
     _check_hidden(h, D, dtype, "h")
-    V = lut.shape[0]
-    if tuple(lut.shape) != (V, N, D):
+    if len(lut.shape) != 3 or tuple(lut.shape[1:]) != (N, D):
         raise ValueError(f"lut must have shape (V, N={N}, D={D}), got {tuple(lut.shape)}")
-    check_ids(ids, V, "ids")
+    if lut.dtype != dtype:
+        raise TypeError(f"lut has dtype {lut.dtype} but the parameters are {dtype}; dtypes are never mixed")
+    check_ids(ids, lut.shape[0], "ids")
     if ids.shape != h.shape[:2]:
         raise ValueError(f"ids must have shape (B,T) = {h.shape[:2]} to match h, got {ids.shape}")
-    s, _ = ops.softmax_forward(h @ params["router"])                             # (B,T,N)
-    rows = np.asarray(lut[ids], dtype=dtype)                                     # (B,T,N,D) — the only expert work
+    s, _ = ops.softmax_forward(h @ params["router"])                             # (B,T,D) -> (B,T,N)
+    rows = np.asarray(lut[ids])                                                  # (B,T,N,D) — the only expert work
     return np.einsum("btn,btnd->btd", s, rows)                                   # (B,T,D)

@@ -106,6 +106,19 @@ def _check_hidden(h, D, dtype):
         raise ValueError(f"h must hold at least one sequence of one position, got shape {h.shape}")
 
 
+def check_inference(params, lut_k, lut_v):
+    """At inference only `query` stays in RAM (the tables replace norm, up,
+    down_k, down_v), so only it is required. Returns (D, N, Dk, dtype, V)."""
+    if not isinstance(params, dict) or "query" not in params:
+        raise TypeError("params must be a dict holding 'query' (D,Dk); at inference nothing else is needed")
+    check_array(params["query"], "params['query']", ndim=2, floating=True)
+    D, Dk = params["query"].shape
+    dtype = params["query"].dtype
+    N = lut_k.shape[1] if len(getattr(lut_k, "shape", ())) == 3 else None
+    V = _check_luts(lut_k, lut_v, N, D, Dk, dtype)
+    return D, N, Dk, dtype, V
+
+
 def _check_luts(lut_k, lut_v, N, D, Dk, dtype):
     """Tables: ndarrays, memmaps or lut.LookupTable (only .shape, .dtype, [ids] are used). Returns V."""
     for name, lut, width in (("lut_k", lut_k, Dk), ("lut_v", lut_v, D)):
@@ -290,10 +303,9 @@ def forward_lut(params, h, ids, lut_k, lut_v, window=None):
     Equals forward(params, h, emb[ids], window)[0], with no expert FFN run.
     lut_k, lut_v: ndarrays, np.memmaps or lut.LookupTable objects.
     """
-    D, F, N, Dk, dtype = check(params)
+    D, N, Dk, dtype, V = check_inference(params, lut_k, lut_v)
     window = check_positive_int(window, "window", allow_none=True)
     _check_hidden(h, D, dtype)
-    V = _check_luts(lut_k, lut_v, N, D, Dk, dtype)
     check_ids(ids, V, "ids")
     if ids.shape != h.shape[:2]:
         raise ValueError(f"ids must have shape (B,T) = {h.shape[:2]} to match h, got {ids.shape}")
@@ -317,11 +329,10 @@ def decode_step(params, h_t, ids_t, lut_k, lut_v, state, window=None):
     whole cache with no mask: everything cached is allowed. O(t·N) per token.
     Stepping ids[:, 0], ids[:, 1], ... reproduces forward_lut.
     """
-    D, F, N, Dk, dtype = check(params)
+    D, N, Dk, dtype, V = check_inference(params, lut_k, lut_v)
     window = check_positive_int(window, "window", allow_none=True)
     _check_float(h_t, "h_t", (None, D), dtype)
     B = h_t.shape[0]
-    V = _check_luts(lut_k, lut_v, N, D, Dk, dtype)
     check_ids(ids_t, V, "ids_t")
     if ids_t.shape != (B,):
         raise ValueError(f"ids_t must have shape (B,) = ({B},), one id per row of h_t, got {ids_t.shape}")

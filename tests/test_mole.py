@@ -54,6 +54,18 @@ def test_lut_forward_equals_train_forward(setup):
     assert rel_error(y_train, y_lut) <= 1e-12
 
 
+def test_inference_needs_only_the_router(setup):
+    """The table replaces norm, up and down: RAM holds the router alone."""
+    params, emb, ids, h = setup
+    lut = mole.build_lut(params, emb)
+    y = mole.forward_lut({"router": params["router"]}, h, ids, lut)
+    np.testing.assert_array_equal(y, mole.forward_lut(params, h, ids, lut))
+    with pytest.raises(TypeError, match="lut has dtype float32"):
+        mole.forward_lut(params, h, ids, lut.astype(np.float32))
+    with pytest.raises(TypeError, match="emb has dtype float32"):
+        mole.build_lut(params, emb.astype(np.float32))
+
+
 def test_expert_output_depends_only_on_token_id(setup):
     """The same id at two positions gets the same expert outputs u, whatever h is."""
     params, emb, ids, h = setup
