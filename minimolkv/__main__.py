@@ -52,10 +52,11 @@ CONFIG_ARGS = ("vocab_size", "context_len", "d_model", "n_layers", "n_heads", "d
                "n_experts", "d_expert", "d_key", "window", "top_k")
 
 
-def add_config_args(p, kind_default="molkv"):
-    """--kind and every size of model.Config; unset sizes keep Config's defaults."""
+def add_config_args(p, with_kind=True):
+    """--kind (unless with_kind=False) and every size of model.Config; unset sizes keep Config's defaults."""
     from minimolkv.model import KINDS, Config
-    p.add_argument("--kind", choices=KINDS, default=kind_default, help=f"expert kind (default {kind_default})")
+    if with_kind:
+        p.add_argument("--kind", choices=KINDS, default="molkv", help="expert kind (default molkv)")
     defaults = Config()
     for name in CONFIG_ARGS:
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None, metavar="N",
@@ -68,7 +69,7 @@ def config_from_args(args, parser, **overrides):
     sizes = {k: getattr(args, k) for k in CONFIG_ARGS if getattr(args, k, None) is not None}
     sizes.update(overrides)
     try:
-        return Config(kind=args.kind, **sizes)
+        return Config(kind=getattr(args, "kind", "dense"), **sizes)
     except (TypeError, ValueError) as err:
         parser.error(str(err))
 
@@ -183,6 +184,35 @@ def cmd_sample(args):
 
 
 # ----------------------------------------------------------------------------
+# compare
+# ----------------------------------------------------------------------------
+
+def cmd_compare(args):
+    import time
+
+    from minimolkv import compare, train
+
+    base = config_from_args(args, args.parser)
+    settings = train.Settings(**{k: getattr(args, k) for k in ("steps", "batch_size", "lr", "eval_every")
+                                 if getattr(args, k) is not None})
+    spec = train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab)
+    seeds = list(range(args.seeds))
+    print(f"Comparing {', '.join(compare.KINDS)} on {args.data}: {settings.steps} steps, seeds {seeds}",
+          flush=True)
+    start = time.perf_counter()
+    try:
+        rows, curves = compare.compare(spec, base, settings, seeds, log=lambda line: print(line, flush=True))
+    except (FileNotFoundError, ValueError) as err:
+        args.parser.error(str(err))
+    minutes = (time.perf_counter() - start) / 60
+    title = f"{args.data}: {settings.steps} steps x {len(seeds)} seeds ({minutes:.1f} min)"
+    paths = compare.save(rows, curves, args.out, title)
+    print("\n" + compare.markdown_table(rows))
+    print(f"\nSaved {', '.join(paths)}  ({minutes:.1f} min in all)")
+    return 0
+
+
+# ----------------------------------------------------------------------------
 
 def build_parser():
     parser = Parser(prog="python -m minimolkv",
@@ -233,6 +263,23 @@ def build_parser():
     p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K most likely")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.set_defaults(func=cmd_sample, parser=p)
+
+    p = sub.add_parser("compare", help="train dense, moe, mole and molkv alike and tabulate them",
+                       description="Train the four kinds on the same data, seeds and steps with "
+                                   "activated parameters matched as in the MoLE paper (MoE: top-2 "
+                                   "of experts half the dense FFN size, no dense FFN). Prints and "
+                                   "saves one table (Markdown + CSV) and a plot of validation curves.")
+    add_config_args(p, with_kind=False)
+    p.add_argument("--data", default="stdlib", metavar="stdlib|synthetic|PATH", help="default stdlib")
+    p.add_argument("--tokenizer", choices=("bpe", "byte"), default="bpe", help="for text data (default bpe)")
+    p.add_argument("--vocab", type=int, default=512, metavar="V", help="BPE vocabulary size (default 512)")
+    p.add_argument("--steps", type=int, default=None, metavar="N", help="steps per run (default 600)")
+    p.add_argument("--seeds", type=int, default=3, metavar="K", help="seeds per kind (default 3)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B", help="default 16")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-3)")
+    p.add_argument("--eval-every", type=int, default=None, metavar="K", help="default 50")
+    p.add_argument("--out", default="runs/compare", metavar="DIR", help="where the table and plot go")
+    p.set_defaults(func=cmd_compare, parser=p)
     return parser
 
 

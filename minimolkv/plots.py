@@ -78,3 +78,20 @@ def bars(values, path=None, title="", ylabel="", log=False):
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
     return _finish(fig, path)
+
+
+def val_curves(curves, path=None, title="Validation loss"):
+    """curves: {label: [[(step, val_loss), ...] per seed]} -> mean line, min-max band over seeds."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (label, runs) in enumerate(curves.items()):
+        steps = np.array([s for s, _ in runs[0]])
+        losses = np.array([[v for _, v in run] for run in runs])          # (seeds, evals)
+        ax.plot(steps, losses.mean(axis=0), color=f"C{i}", lw=2, label=f"{label} ({len(runs)} seeds)")
+        if len(runs) > 1:
+            ax.fill_between(steps, losses.min(axis=0), losses.max(axis=0), color=f"C{i}", alpha=0.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation cross-entropy (nats)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _finish(fig, path)

@@ -33,9 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from minimolkv import model
-from minimolkv.data import get_batch, load_dataset, tokenizer_from_dict
+from minimolkv.data import get_batch, load_dataset
 from minimolkv.optim import adamw_init, adamw_step, clip_grad_norm, lr_schedule, state_from_arrays, \
     state_to_arrays
+from minimolkv.tokenizer import tokenizer_from_dict
 
 FORMAT = 1                                   # checkpoint layout version
 

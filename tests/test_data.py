@@ -1,4 +1,4 @@
-"""data.py: tokenizers, corpora, splits and batches."""
+"""tokenizer.py and data.py: tokenizers, corpora, splits and batches."""
 
 import hashlib
 import json
@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from minimolkv import data
-from minimolkv.data import (BPETokenizer, ByteTokenizer, IdTokenizer, get_batch, load_dataset,
-                            load_text, split, stdlib_corpus, synthetic_corpus,
-                            synthetic_reference_losses, tokenizer_from_dict)
+from minimolkv import data, tokenizer
+from minimolkv.data import (get_batch, load_dataset, load_text, split, stdlib_corpus, synthetic_corpus,
+                            synthetic_reference_losses)
+from minimolkv.tokenizer import BPETokenizer, ByteTokenizer, IdTokenizer, tokenizer_from_dict
 
 STRANGE_TEXTS = [
     "",
@@ -48,10 +48,10 @@ def apply_merges_in_order(text, merges):
     """Reference BPE encoding: chunk the text, then apply each merge, in the
     order learned, to the whole chunk -- the definition encode must match."""
     out = []
-    for chunk in data._CHUNK_RE.findall(text):
+    for chunk in tokenizer._CHUNK_RE.findall(text):
         ids = list(chunk.encode("utf-8"))
         for k, pair in enumerate(merges):
-            ids = data._merge(ids, pair, 256 + k)
+            ids = tokenizer._merge(ids, pair, 256 + k)
         out += ids
     return out
 
@@ -63,7 +63,7 @@ def apply_merges_in_order(text, merges):
 def test_chunks_cover_the_text():
     rng = np.random.default_rng(0)
     for text in STRANGE_TEXTS + [random_unicode(rng, 300)]:
-        assert "".join(data._CHUNK_RE.findall(text)) == text
+        assert "".join(tokenizer._CHUNK_RE.findall(text)) == text
 
 
 @pytest.mark.parametrize("make", [ByteTokenizer, "bpe"])
@@ -108,7 +108,7 @@ def test_bpe_small_example_by_hand():
 
 def naive_train(text, n_merges):
     """Reference BPE training: recount every pair from scratch before each merge."""
-    words = [list(c.encode("utf-8")) for c in data._CHUNK_RE.findall(text)]
+    words = [list(c.encode("utf-8")) for c in tokenizer._CHUNK_RE.findall(text)]
     merges = []
     for k in range(n_merges):
         counts = {}
@@ -120,7 +120,7 @@ def naive_train(text, n_merges):
         best = max(counts.values())
         pair = min(p for p, c in counts.items() if c == best)   # ties: smallest pair
         merges.append(pair)
-        words = [data._merge(w, pair, 256 + k) for w in words]
+        words = [tokenizer._merge(w, pair, 256 + k) for w in words]
     return merges
 
 

@@ -127,3 +127,24 @@ def test_bad_train_arguments_exit_2_with_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["sample", "--checkpoint", str(tmp_path / "missing")])
     assert "not a checkpoint folder" in capsys.readouterr().err
+
+
+def test_compare_in_fast_mode_tabulates_all_four_kinds(tmp_path, capsys):
+    args = ["compare", "--data", "synthetic", "--vocab", "64", "--steps", "4", "--eval-every", "2",
+            "--seeds", "2", "--context-len", "16", "--d-model", "16", "--n-layers", "1", "--n-heads", "2",
+            "--d-ff", "32", "--d-expert", "16", "--d-key", "4", "--out", str(tmp_path)]
+    assert main(args) == 0
+    table = (tmp_path / "results.md").read_text()
+    for kind in ("dense", "moe", "mole", "molkv"):
+        assert f"| {kind} |" in table
+    import csv
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert [r["kind"] for r in rows] == ["dense", "moe", "mole", "molkv"]
+    for r in rows:
+        assert np.isfinite(float(r["val_loss_mean"])) and float(r["tokens_per_s"]) > 0
+        assert len(r["val_losses"].split()) == 2
+    assert (tmp_path / "val_curves.png").stat().st_size > 1000
+    moe = next(r for r in rows if r["kind"] == "moe")
+    dense = next(r for r in rows if r["kind"] == "dense")
+    router = 1 * 16 * 4                                            # L·D·N, the only extra
+    assert int(moe["activated_params"]) == int(dense["activated_params"]) + router   # matched as in the MoLE paper
