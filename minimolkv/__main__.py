@@ -213,6 +213,23 @@ def cmd_compare(args):
 
 
 # ----------------------------------------------------------------------------
+# bench
+# ----------------------------------------------------------------------------
+
+def cmd_bench(args):
+    from minimolkv import bench
+
+    quick = {k: v for k, v in bench.QUICK_SIZES.items() if args.quick and getattr(args, k) is None}
+    config = config_from_args(args, args.parser, **quick)
+    print(f"Benchmarking {', '.join(args.kinds)}{' (quick, tiny sizes)' if args.quick else ''}; "
+          "this takes about a minute without --quick.", flush=True)
+    results = bench.run(config, bench.QUICK if args.quick else bench.Settings(), kinds=args.kinds,
+                        log=lambda line: print(line, flush=True))
+    print("\n" + bench.format_report(results))
+    return 0
+
+
+# ----------------------------------------------------------------------------
 
 def build_parser():
     parser = Parser(prog="python -m minimolkv",
@@ -280,6 +297,18 @@ def build_parser():
     p.add_argument("--eval-every", type=int, default=None, metavar="K", help="default 50")
     p.add_argument("--out", default="runs/compare", metavar="DIR", help="where the table and plot go")
     p.set_defaults(func=cmd_compare, parser=p)
+
+    from minimolkv.model import KINDS
+    p = sub.add_parser("bench", help="speed of the train step, LUT inference and decoding, per kind",
+                       description="Time the train step (tokens/s, GFLOP/s against the measured matmul "
+                                   "peak), the forward from lookup tables against the train-mode forward, "
+                                   "and one decode step at T = 16 and 256, for every kind; print a table "
+                                   "and the goals met. Run on an idle machine.")
+    add_config_args(p, with_kind=False)
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), metavar="KIND",
+                   help=f"kinds to measure (default all: {' '.join(KINDS)})")
+    p.add_argument("--quick", action="store_true", help="a tiny model and few repeats (seconds; for tests)")
+    p.set_defaults(func=cmd_bench, parser=p)
     return parser
 
 

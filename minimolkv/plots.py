@@ -95,3 +95,83 @@ def val_curves(curves, path=None, title="Validation loss"):
     ax.grid(alpha=0.3)
     ax.legend()
     return _finish(fig, path)
+
+
+def window_masks(masks, n_experts=1, path=None, title=None):
+    """masks: {label: (T,T) bool from molkv.window_mask}, one panel each (dark = allowed).
+
+    With n_experts = N > 1 every key column is repeated N times: row t is then
+    the row of the (T, T*N) score matrix that MoLKV's joint softmax runs over,
+    entry j*N + n (thin lines separate the positions)."""
+    N = int(n_experts)
+    fig, axes = plt.subplots(1, len(masks), figsize=((3.0 + 0.6 * N) * len(masks), 3.2), squeeze=False)
+    for ax, (label, mask) in zip(axes[0], masks.items()):
+        m = np.repeat(np.asarray(mask, dtype=bool), N, axis=1)          # (T,T) -> (T,T*N)
+        T = m.shape[0]
+        ax.imshow(m, cmap="Greys", vmin=0, vmax=1.4, aspect="auto", interpolation="nearest")
+        if N > 1:
+            for j in range(1, T):
+                ax.axvline(j * N - 0.5, color="C0", lw=0.6)         # between positions j-1 and j
+        ax.set_xticks([j * N + (N - 1) / 2 for j in range(T)], range(T))
+        ax.set_yticks(range(T))
+        ax.set_xlabel("key position j" + (f" (its {N} experts)" if N > 1 else ""))
+        ax.set_ylabel("query position t")
+        ax.set_title(label)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path)
+
+
+def kv_cache_growth(series, path=None, title="Key-value expert cache while decoding",
+                    ylabel="bytes (one sequence, one layer)"):
+    """series: {label: [size after step 1, 2, ...]} as one line each (e.g. window None vs 3)."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for i, (label, sizes) in enumerate(series.items()):
+        ax.plot(range(1, len(sizes) + 1), sizes, color=f"C{i}", marker="o", ms=3, label=label)
+    ax.set_xlabel("decoding step (tokens so far)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _finish(fig, path)
+
+
+def step_size_errors(steps, curves, path=None, title="Finite-difference error against the step h",
+                     mark=1e-5):
+    """steps: the h values; curves: {label: |numerical - analytic| at each h}, log-log.
+
+    A vertical line marks `mark` (gradcheck's h). Zero errors are drawn at 1e-18."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for i, (label, errors) in enumerate(curves.items()):
+        ax.loglog(steps, np.maximum(np.asarray(errors, dtype=float), 1e-18), color=f"C{i}",
+                  marker="o", ms=3, label=label)
+    if mark is not None:
+        ax.axvline(mark, color="grey", ls="--", lw=1)
+        ax.annotate(f"h = {mark:g}", (mark, ax.get_ylim()[1]), ha="left", va="top", fontsize=8)
+    ax.set_xlabel("step h")
+    ax.set_ylabel("|numerical - analytic|")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _finish(fig, path)
+
+
+def error_bars(errors, tol=None, path=None, title="Relative error of the gradient check"):
+    """errors: {label: relative error} as horizontal bars on a log axis; `tol` as a red line."""
+    labels = list(errors)
+    values = np.maximum([float(errors[k]) for k in labels], 1e-18)      # log axis: no zeros
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(labels) + 1.2))
+    colours = ["C2" if tol is None or v < tol else "C3" for v in values]
+    ax.barh(range(len(labels)), values, color=colours)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    if tol is not None:
+        ax.axvline(tol, color="C3", ls="--", lw=1, label=f"tolerance {tol:g}")
+        ax.legend(fontsize=8, loc="lower right")
+    for i, v in enumerate(values):
+        ax.annotate(f"{v:.1e}", (v, i), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
+    ax.set_xlabel("max relative error (log scale)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return _finish(fig, path)

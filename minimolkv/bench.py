@@ -1,0 +1,349 @@
+"""Benchmarks: how fast the tiny model trains, infers from lookup tables and decodes.
+
+Letters: B batch, T sequence length, D d_model, L layers, H heads, V vocabulary,
+Fd dense FFN hidden size, N experts, F expert hidden size, Dk MoLKV key size,
+M = B·T tokens in a batch.
+
+For each kind (dense, moe, mole, molkv) of one config, `run` measures
+
+  * the train step (forward + backward, float32, batch B x context_len): the
+    median of timed repeats after a few warm-up steps, as tokens/s, and its
+    achieved GFLOP/s against NumPy's matmul peak measured in the same run;
+  * the model forward in inference mode (from lookup tables) against the
+    train-mode forward, same batch: MoLE and MoLKV skip their expert FFNs;
+  * decoding: one generate.step at position T with T tokens already in the
+    caches (attention KV cache and MoLKV key-value expert cache), batch 1.
+
+FLOPs are counted analytically, matmul/einsum contractions only (2·m·n·k per
+product; elementwise work such as gelu, softmax and rmsnorm is not counted).
+The forward of one batch, per part:
+
+    attention projections   L · 2·M·D·(3D + D)              qkv and proj
+    attention scores/values L · 2 · 2·B·T·T·D               the full T x T, masked half included
+    dense FFN               L · 2·M·D·Fd · 2                up and down
+    LM head                 2·M·D·V
+    moe                     L · (2·M·D·N  +  2·M·N·F·D · 2  +  2·M·N·D)
+                            router, expert FFNs, mixing. ALL N experts are
+                            computed for every token (our dense teaching MoE;
+                            a real one runs top_k): we count what is computed.
+    mole                    L · (2·M·D·N  +  2·M·N·F·D · 2  +  2·M·N·D)
+                            router, expert FFNs, mixing
+    molkv                   L · (2·M·D·Dk  +  2·M·N·F·(D + Dk + D)  +  2·B·T·(T·N)·(Dk + D))
+                            query, expert FFNs (up, down_k, down_v), scores
+                            and values over the (T, N) key-value experts
+    LUT inference           the expert FFN terms drop out (mole keeps router +
+                            mixing, molkv keeps query + scores/values)
+
+The train step counts 3x the forward: every product y = a·b has two gradient
+products of the same size (da, db), so backward = 2x forward. (One small
+exception: the gradient of the mixing weights' *other* factor, du = s ⊗ dy in
+moe/mole, is an outer product of M·N·D multiplies, counted as 2·M·N·D.)
+
+The numbers depend on the machine and on what else runs on it: run on an
+idle machine. Nothing here is enforced; the goals are reported.
+"""
+
+import ctypes
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from minimolkv import generate, model, mole, molkv
+
+GOAL_PEAK_FRACTION = 0.30      # train step >= 30 % of the matmul peak
+GOAL_LUT_SPEEDUP = 5.0         # LUT forward >= 5x faster than the train-mode forward
+GOAL_DECODE_RATIO = 2.0        # decode ms/token at the long T within 2x of the short T
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much to measure (the model's sizes are in model.Config)."""
+    batch_size: int = 16              # B of the train step and the forwards
+    warmup: int = 3                   # untimed calls before timing
+    repeats: int = 10                 # timed calls; the median is reported
+    matmul_n: int = 2048              # the peak: an n x n float32 matmul...
+    matmul_repeats: int = 5           # ...best of this many
+    decode_T: tuple = (16, 256)       # cache lengths at which one decode step is timed
+    decode_repeats: int = 30
+
+
+QUICK = Settings(batch_size=4, warmup=1, repeats=3, matmul_n=256, matmul_repeats=5,
+                 decode_T=(4, 16), decode_repeats=5)
+QUICK_SIZES = dict(vocab_size=64, context_len=16, d_model=16, n_layers=1, n_heads=2, d_ff=32,
+                   n_experts=2, d_expert=16, d_key=8)      # a tiny model for --quick and the tests
+
+
+# ----------------------------------------------------------------------------
+# FLOPs, counted analytically
+# ----------------------------------------------------------------------------
+
+def forward_flops(config, batch_size, seq_len, lut=False):
+    """{part: FLOPs} of one model forward on a (batch_size, seq_len) batch.
+
+    lut=True: inference from lookup tables (mole, molkv skip the expert FFNs).
+    Formulas in the module docstring.
+    """
+    c = config
+    B, T, D, L, N, F, Dk = batch_size, seq_len, c.d_model, c.n_layers, c.n_experts, c.d_expert, c.d_key
+    M = B * T
+    parts = {
+        "attention projections": L * 2 * M * D * (3 * D + D),
+        "attention scores/values": L * 2 * (2 * B * T * T * D),
+        "dense FFN": L * 2 * M * D * c.d_ff * 2,
+        "LM head": 2 * M * D * c.vocab_size,
+    }
+    expert_ffn = {"moe": 2 * M * N * F * D * 2, "mole": 2 * M * N * F * D * 2,
+                  "molkv": 2 * M * N * F * (D + Dk + D)}
+    if c.kind in ("moe", "mole"):
+        parts["router"] = L * 2 * M * D * N
+        parts["expert mixing"] = L * 2 * M * N * D
+    elif c.kind == "molkv":
+        parts["query"] = L * 2 * M * D * Dk
+        parts["expert scores/values"] = L * 2 * B * T * (T * N) * (Dk + D)
+    if c.kind in expert_ffn and not (lut and c.kind in ("mole", "molkv")):
+        parts["expert FFNs"] = L * expert_ffn[c.kind]
+    return parts
+
+
+def train_step_flops(config, batch_size, seq_len):
+    """FLOPs of forward + backward: 3x the train-mode forward (backward = 2x)."""
+    return 3 * sum(forward_flops(config, batch_size, seq_len).values())
+
+
+# ----------------------------------------------------------------------------
+# timing
+# ----------------------------------------------------------------------------
+
+def median_time(fn, warmup, repeats):
+    """Seconds per call of fn(): the median of `repeats` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def matmul_peak(n, repeats):
+    """GFLOP/s of an (n,n) @ (n,n) float32 matmul, best of `repeats` (after one warm-up)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / min(times) / 1e9
+
+
+def decode_step_time(params, config, luts, T, repeats, rng):
+    """Seconds of one generate.step at position T, batch 1, with T tokens in the caches.
+
+    The caches are filled by stepping positions 0..T-1 (untimed); then the step
+    at position T is timed `repeats` times, each from a copy of the same cache
+    snapshot (step replaces the cache entries, it never writes into them).
+    """
+    ids = rng.integers(0, config.vocab_size, size=(1, T + 1))                # (1,T+1)
+    caches = [{"attn": None, "experts": None} for _ in range(config.n_layers)]
+    for t in range(T):
+        generate.step(params, config, ids[:, t], t, caches, luts)
+    return median_time(lambda: generate.step(params, config, ids[:, T], T,
+                                             [dict(c) for c in caches], luts), 1, repeats)
+
+
+def block_times(params, config, luts, ids, settings):
+    """(train-mode, LUT) seconds of layer 0's expert block alone, on the batch ids (B,T)."""
+    c, pre = config, f"layers.0.{config.kind}"
+    p = model.sub(params, pre + ".")
+    rng = np.random.default_rng(1)
+    h = rng.standard_normal(ids.shape + (c.d_model,)).astype(np.float32)    # (B,T,D) any hidden state
+    e = params["tok_emb"][ids]                                               # (B,T,D)
+    if c.kind == "mole":
+        train = lambda: mole.forward(p, h, e)                                # noqa: E731
+        lut = lambda: mole.forward_lut(p, h, ids, luts[pre])                 # noqa: E731
+    else:
+        train = lambda: molkv.forward(p, h, e, c.window)                     # noqa: E731
+        lut = lambda: molkv.forward_lut(p, h, ids, luts[pre + ".k"], luts[pre + ".v"], c.window)  # noqa: E731
+    return (median_time(train, settings.warmup, settings.repeats),
+            median_time(lut, settings.warmup, settings.repeats))
+
+
+# ----------------------------------------------------------------------------
+# the machine
+# ----------------------------------------------------------------------------
+
+def _openblas():
+    """NumPy's loaded OpenBLAS as (get_num_threads, get_config) ctypes functions, or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line}
+        for path in sorted(paths):
+            lib = ctypes.CDLL(path)                    # already loaded: the same library handle
+            for prefix in ("scipy_openblas_", "openblas_"):
+                for suffix in ("64_", ""):
+                    if hasattr(lib, prefix + "get_num_threads" + suffix):
+                        threads = getattr(lib, prefix + "get_num_threads" + suffix)
+                        config = getattr(lib, prefix + "get_config" + suffix, None)
+                        if config is not None:
+                            config.restype = ctypes.c_char_p
+                        return threads, config
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def environment():
+    """NumPy version, BLAS, BLAS threads, CPUs and the load average (best effort)."""
+    blas = "unknown BLAS"
+    try:
+        dep = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{dep.get('name', '?')} {dep.get('version', '')}".strip()
+    except Exception:                                  # older numpy: no mode="dicts"
+        pass
+    threads, source = None, "unknown"
+    found = _openblas()
+    if found is not None:
+        threads, source = int(found[0]()), "from OpenBLAS"
+        if found[1] is not None:
+            blas += f" ({found[1]().decode(errors='replace').strip()})"
+    else:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            if os.environ.get(var, "").isdigit():
+                threads, source = int(os.environ[var]), f"from {var}"
+                break
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    return {"numpy": np.__version__, "blas": blas, "threads": threads, "threads_source": source,
+            "cpus": cpus, "load": load}
+
+
+# ----------------------------------------------------------------------------
+# the whole benchmark
+# ----------------------------------------------------------------------------
+
+def run(config, settings=Settings(), kinds=model.KINDS, log=print):
+    """Measure every kind of `config` (its kind is replaced). Returns a results dict
+    for format_report; `log` gets one progress line per measurement."""
+    s = settings
+    env = environment()
+    B, T = s.batch_size, config.context_len
+    log(f"numpy {env['numpy']}, {env['blas']}; BLAS threads {env['threads']} ({env['threads_source']}), "
+        f"{env['cpus']} CPUs, load average {env['load']}")
+    log(f"matmul peak: {s.matmul_n}x{s.matmul_n} float32, best of {s.matmul_repeats} ...")
+    peak = matmul_peak(s.matmul_n, s.matmul_repeats)
+    log(f"  {peak:.1f} GFLOP/s")
+    decode_config = dataclasses.replace(config, context_len=max(config.context_len, max(s.decode_T) + 1))
+    rows = {}
+    for i, kind in enumerate(kinds):
+        c = dataclasses.replace(config, kind=kind)
+        params = model.init(c, seed=0)                                       # float32
+        rng = np.random.default_rng(0)
+        ids = rng.integers(0, c.vocab_size, size=(B, T))                     # (B,T)
+        targets = rng.integers(0, c.vocab_size, size=(B, T))                 # (B,T)
+        tag = f"[{i + 1}/{len(kinds)}] {kind}:"
+        log(f"{tag} train step (forward + backward), {s.repeats} timed of {B}x{T} tokens ...")
+        step = median_time(lambda: model.backward(model.forward(params, c, ids, targets)[2]),
+                           s.warmup, s.repeats)
+        flops = train_step_flops(c, B, T)
+        row = {"step_s": step, "tokens_per_s": B * T / step, "train_flops": flops,
+               "gflops": flops / step / 1e9, "peak_fraction": flops / step / 1e9 / peak}
+        log(f"{tag} forward, train mode ...")
+        row["fwd_s"] = median_time(lambda: model.forward(params, c, ids), s.warmup, s.repeats)
+        if kind in ("mole", "molkv"):
+            log(f"{tag} forward from lookup tables, and the expert block alone ...")
+            luts = model.build_luts(params, c)
+            row["lut_fwd_s"] = median_time(lambda: model.forward(params, c, ids, luts=luts),
+                                           s.warmup, s.repeats)
+            row["lut_speedup"] = row["fwd_s"] / row["lut_fwd_s"]
+            row["lut_flop_bound"] = sum(forward_flops(c, B, T).values()) / \
+                sum(forward_flops(c, B, T, lut=True).values())
+            row["block_s"], row["block_lut_s"] = block_times(params, c, luts, ids, s)
+            row["block_speedup"] = row["block_s"] / row["block_lut_s"]
+        log(f"{tag} decode, one step at T = {', '.join(map(str, s.decode_T))} ...")
+        dc = dataclasses.replace(decode_config, kind=kind)
+        dparams = model.init(dc, seed=0)
+        dluts = model.build_luts(dparams, dc) if kind in ("mole", "molkv") else None
+        row["decode_ms"] = {t: 1e3 * decode_step_time(dparams, dc, dluts, t, s.decode_repeats, rng)
+                            for t in s.decode_T}
+        lo, hi = row["decode_ms"][min(s.decode_T)], row["decode_ms"][max(s.decode_T)]
+        row["decode_ratio"] = hi / lo
+        rows[kind] = row
+    env_after = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    return {"env": env, "load_after": env_after, "config": config, "settings": s,
+            "peak_gflops": peak, "rows": rows}
+
+
+# ----------------------------------------------------------------------------
+# the report
+# ----------------------------------------------------------------------------
+
+def _table(header, rows):
+    """Left-aligned first column, right-aligned others."""
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    fmt = lambda r: "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w)   # noqa: E731
+                              for i, (v, w) in enumerate(zip(r, widths)))
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+
+
+def _met(ok):
+    return "yes" if ok else "NO"
+
+
+def format_report(results):
+    """The tables and the goals, as one printable string."""
+    r, c, s, env = results["rows"], results["config"], results["settings"], results["env"]
+    B, T = s.batch_size, c.context_len
+    t_lo, t_hi = min(s.decode_T), max(s.decode_T)
+    kinds = list(r)
+    out = [
+        f"minimolkv bench — numpy {env['numpy']}, {env['blas']}",
+        f"BLAS threads: {env['threads']} ({env['threads_source']}); CPUs: {env['cpus']}; "
+        f"load average (1 min) before {env['load']}, after {results['load_after']}",
+        "Timings are noisy when anything else runs: run on an idle machine "
+        f"(this one has {env['cpus']} CPUs; a load near that means the numbers are unreliable).",
+        f"Config: V={c.vocab_size} T={T} D={c.d_model} L={c.n_layers} H={c.n_heads} d_ff={c.d_ff} "
+        f"N={c.n_experts} F={c.d_expert} Dk={c.d_key} window={c.window} top_k={c.top_k}; float32",
+        f"Matmul peak: {s.matmul_n}x{s.matmul_n} float32 @, best of {s.matmul_repeats}: "
+        f"{results['peak_gflops']:.1f} GFLOP/s",
+        "",
+        f"Train step = forward + backward on {B}x{T} tokens, median of {s.repeats} after {s.warmup} warm-up. "
+        "GFLOP = matmul FLOPs (3x forward), moe counting all N experts (computed densely here).",
+        _table(["kind", "tokens/s", "step ms", "GFLOP", "GFLOP/s", "% peak"],
+               [[k, f"{v['tokens_per_s']:,.0f}", f"{1e3 * v['step_s']:.1f}", f"{v['train_flops'] / 1e9:.3f}",
+                 f"{v['gflops']:.1f}", f"{100 * v['peak_fraction']:.1f}"] for k, v in r.items()]),
+        "",
+        f"Forward on {B}x{T} tokens, train mode vs from lookup tables (model.forward with luts); "
+        "'bound' = FLOP ratio, the speed-up if the removed expert FFNs were all the time saved; "
+        "'block' = layer 0's expert block alone.",
+        _table(["kind", "train ms", "LUT ms", "speed-up", "bound", "block ms", "block LUT ms", "block speed-up"],
+               [[k, f"{1e3 * v['fwd_s']:.2f}", f"{1e3 * v['lut_fwd_s']:.2f}", f"{v['lut_speedup']:.2f}x",
+                 f"{v['lut_flop_bound']:.2f}x", f"{1e3 * v['block_s']:.2f}", f"{1e3 * v['block_lut_s']:.2f}",
+                 f"{v['block_speedup']:.1f}x"] for k, v in r.items() if "lut_fwd_s" in v]
+               or [["(no mole/molkv)"] + [""] * 7]),
+        "",
+        f"Decode: one generate.step at position T with T tokens in the caches, batch 1, "
+        f"median of {s.decode_repeats} (mole/molkv from lookup tables).",
+        _table(["kind"] + [f"ms/token T={t}" for t in s.decode_T] + [f"T={t_hi} / T={t_lo}"],
+               [[k] + [f"{v['decode_ms'][t]:.3f}" for t in s.decode_T] + [f"{v['decode_ratio']:.2f}x"]
+                for k, v in r.items()]),
+        "",
+        "Goals (reported, never enforced):",
+    ]
+    goals = [
+        [f"train step >= {100 * GOAL_PEAK_FRACTION:.0f}% of matmul peak"] +
+        [f"{100 * r[k]['peak_fraction']:.1f}% {_met(r[k]['peak_fraction'] >= GOAL_PEAK_FRACTION)}" for k in kinds],
+        [f"LUT forward >= {GOAL_LUT_SPEEDUP:.0f}x faster"] +
+        [f"{r[k]['lut_speedup']:.2f}x {_met(r[k]['lut_speedup'] >= GOAL_LUT_SPEEDUP)}" if "lut_speedup" in r[k]
+         else "-" for k in kinds],
+        [f"decode T={t_hi} within {GOAL_DECODE_RATIO:.0f}x of T={t_lo}"] +
+        [f"{r[k]['decode_ratio']:.2f}x {_met(r[k]['decode_ratio'] <= GOAL_DECODE_RATIO)}" for k in kinds],
+    ]
+    out.append(_table(["goal"] + kinds, goals))
+    return "\n".join(out)
