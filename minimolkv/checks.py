@@ -9,8 +9,8 @@ in the report is exactly what the tests assert.
 
 import numpy as np
 
-from minimolkv import attention, moe, mole, molkv, ops
-from minimolkv.gradcheck import check_block, check_pair
+from minimolkv import attention, model, moe, mole, molkv, ops
+from minimolkv.gradcheck import MODEL_TOL, check_block, check_pair, compare
 
 
 def gains(rng, n):
@@ -113,7 +113,6 @@ def check_moe(seed=0, min_gap=1e-3):
 
 def model_setup(kind, seed=0):
     """A tiny float64 model of `kind` with non-trivial parameters, a batch and targets."""
-    from minimolkv import model                      # model imports every block; keep checks light
     rng = np.random.default_rng(seed)
     config = model.Config(vocab_size=11, context_len=8, d_model=8, n_layers=2, n_heads=2,
                           d_ff=12, kind=kind, n_experts=3, d_expert=6, d_key=4, top_k=2,
@@ -129,7 +128,7 @@ def model_setup(kind, seed=0):
 
 def moe_selections(cache):
     """The (B,T,N) top-k masks of every MoE layer in a model cache."""
-    return [layer[4]["selected"] for layer in cache[2]]
+    return [layer.experts["selected"] for layer in cache.layers]
 
 
 def check_model(kind, seed=0, max_entries=6):
@@ -139,13 +138,11 @@ def check_model(kind, seed=0, max_entries=6):
     is advanced until every layer's top-k selection is >= 1e-3 from a tie, and
     every forward of the check asserts the selections are unchanged.
     """
-    from minimolkv import model
-    from minimolkv.gradcheck import MODEL_TOL, compare
     for attempt in range(100):
         config, params, ids, targets = model_setup(kind, seed + 1000 * attempt)
         loss, _, cache = model.forward(params, config, ids, targets)
-        if kind != "moe" or min(moe.selection_margin(c[4]["p"], config.top_k)
-                                for c in cache[2]) >= 1e-3:
+        if kind != "moe" or min(moe.selection_margin(layer.experts["p"], config.top_k)
+                                for layer in cache.layers) >= 1e-3:
             break
     base = moe_selections(cache) if kind == "moe" else None
     dloss = np.random.default_rng(seed).standard_normal()           # random upstream gradient

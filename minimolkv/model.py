@@ -27,6 +27,7 @@ Parameters are one flat dict whose names read like the math:
 
 import functools
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -196,6 +197,25 @@ def layer_luts(config, luts, l):
 # forward / backward of the whole model
 # ----------------------------------------------------------------------------
 
+class LayerCache(NamedTuple):
+    """What one layer's forward keeps for its backward (named, so a debugger shows names)."""
+    ln1: tuple          # rmsnorm cache of the attention input
+    attn: dict          # attention.forward cache
+    ln2: tuple          # rmsnorm cache of h
+    ffn: tuple          # dense FFN cache (None when d_ff = 0)
+    experts: object     # the expert block's cache (None for dense)
+
+
+class ModelCache(NamedTuple):
+    """What model.forward keeps for model.backward."""
+    config: Config
+    emb: tuple          # embedding cache (ids)
+    layers: list        # one LayerCache per layer
+    ln_f: tuple
+    head: tuple
+    loss: tuple         # cross-entropy cache (None without targets)
+
+
 def check_inputs(params, config, ids, targets=None):
     check_ids(ids, config.vocab_size, "ids")
     if ids.ndim != 2:
@@ -245,13 +265,13 @@ def forward(params, config, ids, targets=None, luts=None):
         y, c_exp = experts_forward(config, sub(params, pre + config.kind + "."), h, e, ids,
                                    layer_luts(config, luts, l))            # (B,T,D)
         x = x + f + y                                                      # (B,T,D)
-        layers.append((c_ln1, c_attn, c_ln2, c_ffn, c_exp))
+        layers.append(LayerCache(c_ln1, c_attn, c_ln2, c_ffn, c_exp))
     xf, c_lnf = ops.rmsnorm_forward(x, params["ln_f"])                     # (B,T,D)
     logits, c_head = ops.linear_forward(xf, params["lm_head"])             # (B,T,D) -> (B,T,V)
     loss, c_loss = (None, None)
     if targets is not None:
         loss, c_loss = ops.cross_entropy_forward(logits, targets)          # scalar
-    cache = None if luts is not None else (config, c_emb, layers, c_lnf, c_head, c_loss)
+    cache = None if luts is not None else ModelCache(config, c_emb, layers, c_lnf, c_head, c_loss)
     return loss, logits, cache
 
 

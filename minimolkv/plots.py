@@ -104,14 +104,15 @@ def window_masks(masks, n_experts=1, path=None, title=None):
     the row of the (T, T*N) score matrix that MoLKV's joint softmax runs over,
     entry j*N + n (thin lines separate the positions)."""
     N = int(n_experts)
-    fig, axes = plt.subplots(1, len(masks), figsize=((3.0 + 0.6 * N) * len(masks), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(masks), figsize=((3.0 + 0.8 * N) * len(masks), 3.2), squeeze=False)
     for ax, (label, mask) in zip(axes[0], masks.items()):
         m = np.repeat(np.asarray(mask, dtype=bool), N, axis=1)          # (T,T) -> (T,T*N)
         T = m.shape[0]
         ax.imshow(m, cmap="Greys", vmin=0, vmax=1.4, aspect="auto", interpolation="nearest")
         if N > 1:
-            for j in range(1, T):
-                ax.axvline(j * N - 0.5, color="C0", lw=0.6)         # between positions j-1 and j
+            for c in range(1, T * N):                                   # thin white: between experts,
+                ax.axvline(c - 0.5, color="C0" if c % N == 0 else "white",   # blue: between positions
+                           lw=1.0 if c % N == 0 else 0.5)
         ax.set_xticks([j * N + (N - 1) / 2 for j in range(T)], range(T))
         ax.set_yticks(range(T))
         ax.set_xlabel("key position j" + (f" (its {N} experts)" if N > 1 else ""))
