@@ -7,4 +7,9 @@ suite stays within two minutes on a 2-core machine.
 import os
 
 os.environ.setdefault("MINIMOLKV_FAST", "1")
+# The tiny matmuls here run fastest on one BLAS thread; with several, OpenBLAS
+# threads spin against each other (3-4x slower on a busy 2-core machine).
+# Set before anything imports numpy; kernels started by the lesson tests inherit it.
+for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(var, "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
