@@ -1,0 +1,66 @@
+"""Every lesson notebook runs top to bottom, and its committed copy is a clean run.
+
+Two tests per notebook in lessons/ (found by glob, so a new lesson is covered
+as soon as it exists):
+
+* the committed file: kernelspec "python3", code cells executed 1..n in
+  order, no error outputs -- it was saved from one clean top-to-bottom run;
+* a fresh run with nbclient in fast mode (MINIMOLKV_FAST=1): no cell raises.
+  It executes an in-memory copy (the .ipynb is never written) with the
+  working directory lessons/, and lessons/ must look the same afterwards:
+  a lesson that writes files writes them into a temporary folder.
+"""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+LESSONS = Path(__file__).resolve().parent.parent / "lessons"
+NOTEBOOKS = sorted(LESSONS.glob("*.ipynb"))
+CELL_TIMEOUT = 120          # seconds per cell; a fast-mode lesson takes ~10-20 s in all
+
+
+def test_there_are_lessons():
+    assert NOTEBOOKS, f"no notebooks in {LESSONS}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_copy_is_one_clean_run(path):
+    nb = nbformat.read(path, as_version=4)
+    kernel = nb.metadata.get("kernelspec", {}).get("name")
+    assert kernel == "python3", f"{path.name}: kernelspec name is {kernel!r}, must be 'python3'"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    counts = [c.get("execution_count") for c in code]
+    assert counts == list(range(1, len(code) + 1)), (
+        f"{path.name}: execution counts {counts} are not 1..{len(code)}; regenerate it with one "
+        f"clean run (see lessons/README.md)")
+    errors = [(counts[i], o.get("ename"), o.get("evalue"))
+              for i, c in enumerate(code) for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, f"{path.name}: committed with error outputs (count, name, message): {errors}"
+
+
+def snapshot(folder):
+    """{relative path: (size, mtime)} of everything under folder."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_runs_top_to_bottom_in_fast_mode(path, monkeypatch):
+    monkeypatch.setenv("MINIMOLKV_FAST", "1")           # the kernel inherits this environment
+    nb = nbformat.read(path, as_version=4)              # an in-memory copy; the file is not written
+    nb.cells.append(nbformat.v4.new_code_cell(          # the kernel really ran in fast mode
+        "from minimolkv.train import fast_mode\nassert fast_mode(), 'MINIMOLKV_FAST did not reach the kernel'"))
+    before = snapshot(LESSONS)
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
+                            resources={"metadata": {"path": str(LESSONS)}})
+    client.execute()                                    # raises CellExecutionError at the first failing cell
+    errors = [o.get("ename") for c in nb.cells if c.cell_type == "code"
+              for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, f"{path.name}: error outputs {errors}"
+    after = snapshot(LESSONS)
+    assert after == before, (f"{path.name} changed lessons/ while running "
+                             f"(added/changed: {sorted(set(after.items()) - set(before.items()))}); "
+                             "write files into tempfile.mkdtemp() instead")
