@@ -5,7 +5,9 @@ How a check works (the same recipe for every layer):
 1. Build float64 inputs and *non-trivial* parameters (no zeros, norm gains
    != 1) from a seeded generator.
 2. Draw a *random* upstream gradient `dout` with the output's shape. Never
-   all-ones: rmsnorm's input gradient is ~0 under all-ones and would hide bugs.
+   all-ones: softmax's input gradient is exactly 0 under all-ones (each row
+   of p sums to 1), so a wrong softmax backward passes; and a backward that
+   forgets to multiply by dout is invisible when dout is 1 (lesson 00 shows both).
 3. Analytic gradient: run forward, then backward(dout).
 4. Numerical gradient of  L(x) = sum(forward(x) * dout)  by centred
    differences,  (L(x + h) - L(x - h)) / 2h  with h = 1e-5, one entry at a time.

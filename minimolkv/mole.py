@@ -79,6 +79,7 @@ def experts_backward(du, params, cache):
     e_hat, c_norm, a, c_gelu = cache
     # u = einsum(a, down)
     da = np.einsum("...nd,nfd->...nf", du, params["down"], optimize=True)       # (...,N,F)
+    # (optimize=True also lets einsum sum over the "..." axes the output drops; NumPy refuses that without it)
     d_down = np.einsum("...nf,...nd->nfd", a, du, optimize=True)                # (N,F,D) summed over (...)
     # a = gelu(z)
     dz = ops.gelu_backward(da, c_gelu)                                           # (...,N,F)
@@ -101,22 +102,23 @@ def forward(params, h, e):
     s, c_soft = ops.softmax_forward(logits)                                      # (B,T,N)
     u, c_experts = experts_forward(params, e)                                    # (B,T,N,D)
     y = np.einsum("btn,btnd->btd", s, u)                                         # (B,T,D)
-    return y, (params, s, u, c_router, c_soft, c_experts)
+    return y, {"params": params, "s": s, "u": u, "router": c_router, "softmax": c_soft,
+               "experts": c_experts}
 
 
 def backward(dy, cache):
     """dy (B,T,D) -> dh (B,T,D), de (B,T,D), grads {norm, router, up, down}."""
-    params, s, u, c_router, c_soft, c_experts = cache
+    s, u = cache["s"], cache["u"]                                                # (B,T,N), (B,T,N,D)
     check_array(dy, "dy", shape=u.shape[:2] + u.shape[3:])
     # y = sum_n s[n] * u[n]
     ds = np.einsum("btd,btnd->btn", dy, u)                                       # (B,T,N)
     du = s[..., None] * dy[:, :, None, :]                                        # (B,T,N,D)
     # u[n] = FFN_n(rmsnorm(e, norm))
-    de, grads = experts_backward(du, params, c_experts)                          # (B,T,D)
+    de, grads = experts_backward(du, cache["params"], cache["experts"])          # (B,T,D)
     # s = softmax(logits)
-    dlogits = ops.softmax_backward(ds, c_soft)                                   # (B,T,N)
+    dlogits = ops.softmax_backward(ds, cache["softmax"])                         # (B,T,N)
     # logits = h @ router
-    dh, grads["router"] = ops.linear_backward(dlogits, c_router)                 # (B,T,D), (D,N)
+    dh, grads["router"] = ops.linear_backward(dlogits, cache["router"])          # (B,T,D), (D,N)
     return dh, de, grads
 
 

@@ -70,7 +70,7 @@ def test_expert_output_depends_only_on_token_id(setup):
     """The same id at two positions gets the same expert outputs u, whatever h is."""
     params, emb, ids, h = setup
     _, cache = mole.forward(params, h, emb[ids])
-    u = cache[2]                                                       # (B,T,N,D)
+    u = cache["u"]                                                     # (B,T,N,D)
     np.testing.assert_array_equal(u[0, 0], u[0, 2])                   # id 1 twice
     np.testing.assert_array_equal(u[1, 2], u[1, 3])                   # id 4 twice
 
