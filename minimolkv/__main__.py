@@ -63,6 +63,30 @@ def add_config_args(p, with_kind=True):
                        help=f"default {getattr(defaults, name)}")
 
 
+def add_training_args(p):
+    """Data and optimisation options shared by train and compare."""
+    p.add_argument("--data", default="stdlib", metavar="stdlib|synthetic|PATH",
+                   help="built-in docstring corpus (default), synthetic context task, or a UTF-8 text file")
+    p.add_argument("--tokenizer", choices=("bpe", "byte"), default="bpe", help="for text data (default bpe)")
+    p.add_argument("--vocab", type=int, default=512, metavar="V",
+                   help="BPE vocabulary size; for synthetic data the number of token ids (default 512)")
+    p.add_argument("--steps", type=int, default=None, metavar="N", help="total steps per run (default 600)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B", help="default 16")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-3)")
+    p.add_argument("--eval-every", type=int, default=None, metavar="K",
+                   help="validate (and checkpoint) every K steps (default 50)")
+
+
+def settings_from_args(args):
+    """train.Settings from the options given (the rest keep their defaults); bad values exit 2."""
+    from minimolkv.train import Settings
+    given = {k: getattr(args, k, None) for k in ("steps", "batch_size", "lr", "eval_every", "seed")}
+    try:
+        return Settings(**{k: v for k, v in given.items() if v is not None})
+    except (TypeError, ValueError) as err:
+        args.parser.error(str(err))
+
+
 def config_from_args(args, parser, **overrides):
     """A Config from the parsed options; an invalid combination is a one-line error (exit 2)."""
     from minimolkv.model import Config
@@ -105,17 +129,16 @@ def cmd_train(args):
         print(f"Resuming {args.resume} at step {run['step']} -> {run['settings'].steps}")
         dataset = run["data"].load()
     else:
+        settings = settings_from_args(args)                      # bad options fail before any work
+        config_from_args(args, args.parser)
         spec = train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab,
-                              seed=args.seed)
+                              seed=args.seed or 0)
         print(f"Loading data: {args.data} ...", flush=True)
         try:
             dataset = spec.load()
         except (FileNotFoundError, ValueError, UnicodeDecodeError) as err:
             args.parser.error(str(err))
         config = config_from_args(args, args.parser, vocab_size=dataset.tokenizer.vocab_size)
-        settings = train.Settings(**{k: getattr(args, k) for k in ("batch_size", "lr", "eval_every", "seed")
-                                     if getattr(args, k) is not None},
-                                  **({"steps": args.steps} if args.steps is not None else {}))
         run = train.new_run(config, settings, spec, dataset)
         out = args.out or os.path.join("runs", f"{config.kind}-{os.path.basename(str(args.data))}")
     print(dataset.description)
@@ -193,8 +216,7 @@ def cmd_compare(args):
     from minimolkv import compare, train
 
     base = config_from_args(args, args.parser)
-    settings = train.Settings(**{k: getattr(args, k) for k in ("steps", "batch_size", "lr", "eval_every")
-                                 if getattr(args, k) is not None})
+    settings = settings_from_args(args)
     spec = train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab)
     seeds = list(range(args.seeds))
     print(f"Comparing {', '.join(compare.KINDS)} on {args.data}: {settings.steps} steps, seeds {seeds}",
@@ -257,14 +279,7 @@ def build_parser():
                                    "a loss curve and a sample. With no options: the default MoLKV "
                                    "model on the built-in corpus, a few minutes on a laptop CPU.")
     add_config_args(p)
-    p.add_argument("--data", default="stdlib", metavar="stdlib|synthetic|PATH",
-                   help="built-in docstring corpus (default), synthetic context task, or a UTF-8 text file")
-    p.add_argument("--tokenizer", choices=("bpe", "byte"), default="bpe", help="for text data (default bpe)")
-    p.add_argument("--vocab", type=int, default=512, metavar="V", help="BPE vocabulary size (default 512)")
-    p.add_argument("--steps", type=int, default=None, metavar="N", help="total steps (default 600)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="B", help="default 16")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-3)")
-    p.add_argument("--eval-every", type=int, default=None, metavar="K", help="validate and checkpoint every K steps (default 50)")
+    add_training_args(p)
     p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/<kind>-<data>)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run saved in DIR up to --steps")
@@ -287,14 +302,8 @@ def build_parser():
                                    "of experts half the dense FFN size, no dense FFN). Prints and "
                                    "saves one table (Markdown + CSV) and a plot of validation curves.")
     add_config_args(p, with_kind=False)
-    p.add_argument("--data", default="stdlib", metavar="stdlib|synthetic|PATH", help="default stdlib")
-    p.add_argument("--tokenizer", choices=("bpe", "byte"), default="bpe", help="for text data (default bpe)")
-    p.add_argument("--vocab", type=int, default=512, metavar="V", help="BPE vocabulary size (default 512)")
-    p.add_argument("--steps", type=int, default=None, metavar="N", help="steps per run (default 600)")
+    add_training_args(p)
     p.add_argument("--seeds", type=int, default=3, metavar="K", help="seeds per kind (default 3)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="B", help="default 16")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-3)")
-    p.add_argument("--eval-every", type=int, default=None, metavar="K", help="default 50")
     p.add_argument("--out", default="runs/compare", metavar="DIR", help="where the table and plot go")
     p.set_defaults(func=cmd_compare, parser=p)
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minimolkv import model
+from minimolkv.errors import check_positive_int
 from minimolkv.data import get_batch, load_dataset
 from minimolkv.optim import adamw_init, adamw_step, clip_grad_norm, lr_schedule, state_from_arrays, \
     state_to_arrays
@@ -59,6 +60,17 @@ class Settings:
     eval_batches: int = 8
     seed: int = 0
     dtype: str = "float32"
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_every", "eval_batches"):
+            check_positive_int(getattr(self, name), name)
+        for name in ("lr", "clip"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.min_lr_ratio <= 1 or self.weight_decay < 0 or self.warmup < 0:
+            raise ValueError("min_lr_ratio must be in [0, 1], weight_decay and warmup >= 0")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 
 
 @dataclass(frozen=True)
