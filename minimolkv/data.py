@@ -26,13 +26,15 @@ from minimolkv.tokenizer import BPETokenizer, ByteTokenizer, IdTokenizer, _as_id
 # ----------------------------------------------------------------------------
 
 # Pure-Python modules present in CPython 3.10-3.13 with plenty of docstrings.
+# Not pdb: a Jupyter kernel replaces pdb.Pdb with its own debugger class, so
+# the corpus would differ between the command line and the lessons.
 STDLIB_MODULES = (
     "argparse", "calendar", "cmd", "codecs", "collections", "configparser", "contextlib",
     "copy", "csv", "dataclasses", "difflib", "email.message", "enum", "fnmatch", "fractions",
     "ftplib", "functools", "getopt", "gettext", "glob", "gzip", "heapq", "html.parser",
     "http.client", "http.cookiejar", "http.server", "imaplib", "inspect", "ipaddress", "json",
     "logging", "logging.handlers", "mailbox", "mimetypes", "numbers", "optparse", "pathlib",
-    "pdb", "pickletools", "pprint", "queue", "random", "sched", "selectors", "shlex", "shutil",
+    "pickletools", "pprint", "queue", "random", "sched", "selectors", "shlex", "shutil",
     "smtplib", "socketserver", "statistics", "string", "subprocess", "tarfile", "tempfile",
     "textwrap", "threading", "timeit", "tokenize", "trace", "traceback", "unittest.case",
     "urllib.parse", "urllib.request", "uuid", "warnings", "weakref", "zipfile",
