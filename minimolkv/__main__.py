@@ -5,8 +5,16 @@ into the package; the work lives in the modules.
 """
 
 import argparse
+import os
 import sys
 import time
+
+# One BLAS thread unless the user chose otherwise. This model's matmuls are
+# small: on an idle machine one thread is as fast as two, and when another
+# process holds a core, multi-threaded OpenBLAS spins and runs 10-50x slower.
+# (Set before anything imports numpy; `bench` reports the count it ran with.)
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 
 class Parser(argparse.ArgumentParser):
@@ -111,7 +119,6 @@ def cmd_info(args):
 
 def cmd_train(args):
     import dataclasses
-    import os
 
     from minimolkv import plots, train
     from minimolkv.params import format_counts
@@ -165,8 +172,6 @@ def cmd_train(args):
 
 def sample_text(run, prompt, n_tokens, temperature, folder, seed=0, top_k=None, report=False):
     """Generate from a trained run, MoLE/MoLKV from lookup tables on disk (built once)."""
-    import os
-
     import numpy as np
 
     from minimolkv import lut, model

@@ -39,8 +39,8 @@ products of the same size (da, db), so backward = 2x forward. (One small
 exception: the gradient of the mixing weights' *other* factor, du = s ⊗ dy in
 moe/mole, is an outer product of M·N·D multiplies, counted as 2·M·N·D.)
 
-The numbers depend on the machine and on what else runs on it: run on an
-idle machine. Nothing here is enforced; the goals are reported.
+Timings depend on what else runs: run on an idle machine (the report says how
+much CPU other processes took meanwhile). The goals are reported, never enforced.
 """
 
 import ctypes
@@ -118,8 +118,8 @@ def train_step_flops(config, batch_size, seq_len):
 # timing
 # ----------------------------------------------------------------------------
 
-def median_time(fn, warmup, repeats):
-    """Seconds per call of fn(): the median of `repeats` calls after `warmup` untimed ones."""
+def call_times(fn, warmup, repeats):
+    """Seconds of each of `repeats` calls of fn(), after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -127,21 +127,19 @@ def median_time(fn, warmup, repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return times
 
 
-def matmul_peak(n, repeats):
-    """GFLOP/s of an (n,n) @ (n,n) float32 matmul, best of `repeats` (after one warm-up)."""
+def median_time(fn, warmup, repeats):
+    """Seconds per call of fn(): the median of `repeats` calls after `warmup` untimed ones."""
+    return float(np.median(call_times(fn, warmup, repeats)))
+
+
+def matmul_rate(m, k, n, repeats):
+    """GFLOP/s of an (m,k) @ (k,n) float32 matmul, best of `repeats` (after one warm-up)."""
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * n ** 3 / min(times) / 1e9
+    a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
+    return 2 * m * k * n / min(call_times(lambda: a @ b, 1, repeats)) / 1e9
 
 
 def decode_step_time(params, config, luts, T, repeats, rng):
@@ -200,6 +198,21 @@ def _openblas():
     return None
 
 
+def cpu_seconds():
+    """(CPU-seconds the whole machine has been busy, CPU-seconds of this process) so far.
+
+    From /proc/stat (Linux; None elsewhere): the difference over a run tells how
+    much of the CPUs *other* processes took meanwhile, i.e. how noisy the timings are.
+    """
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]        # user nice system idle iowait ...
+        busy = sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)
+        return busy / os.sysconf("SC_CLK_TCK"), sum(os.times()[:2])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def environment():
     """NumPy version, BLAS, BLAS threads, CPUs and the load average (best effort)."""
     blas = "unknown BLAS"
@@ -234,12 +247,16 @@ def run(config, settings=Settings(), kinds=model.KINDS, log=print):
     for format_report; `log` gets one progress line per measurement."""
     s = settings
     env = environment()
+    cpu_start, wall_start = cpu_seconds(), time.perf_counter()
     B, T = s.batch_size, config.context_len
     log(f"numpy {env['numpy']}, {env['blas']}; BLAS threads {env['threads']} ({env['threads_source']}), "
         f"{env['cpus']} CPUs, load average {env['load']}")
     log(f"matmul peak: {s.matmul_n}x{s.matmul_n} float32, best of {s.matmul_repeats} ...")
-    peak = matmul_peak(s.matmul_n, s.matmul_repeats)
-    log(f"  {peak:.1f} GFLOP/s")
+    peak = matmul_rate(s.matmul_n, s.matmul_n, s.matmul_n, s.matmul_repeats)
+    shape = (B * T, config.d_model, max(config.d_ff, config.d_expert))     # the FFN up-projection's shape
+    at_shape = matmul_rate(*shape, 10 * s.matmul_repeats)
+    log(f"  {peak:.1f} GFLOP/s; at the model's shape {shape[0]}x{shape[1]} @ {shape[1]}x{shape[2]}: "
+        f"{at_shape:.1f} GFLOP/s")
     decode_config = dataclasses.replace(config, context_len=max(config.context_len, max(s.decode_T) + 1))
     rows = {}
     for i, kind in enumerate(kinds):
@@ -263,7 +280,7 @@ def run(config, settings=Settings(), kinds=model.KINDS, log=print):
             row["lut_fwd_s"] = median_time(lambda: model.forward(params, c, ids, luts=luts),
                                            s.warmup, s.repeats)
             row["lut_speedup"] = row["fwd_s"] / row["lut_fwd_s"]
-            row["lut_flop_bound"] = sum(forward_flops(c, B, T).values()) / \
+            row["lut_flop_ratio"] = sum(forward_flops(c, B, T).values()) / \
                 sum(forward_flops(c, B, T, lut=True).values())
             row["block_s"], row["block_lut_s"] = block_times(params, c, luts, ids, s)
             row["block_speedup"] = row["block_s"] / row["block_lut_s"]
@@ -276,9 +293,12 @@ def run(config, settings=Settings(), kinds=model.KINDS, log=print):
         lo, hi = row["decode_ms"][min(s.decode_T)], row["decode_ms"][max(s.decode_T)]
         row["decode_ratio"] = hi / lo
         rows[kind] = row
-    env_after = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-    return {"env": env, "load_after": env_after, "config": config, "settings": s,
-            "peak_gflops": peak, "rows": rows}
+    cpu_end, wall = cpu_seconds(), time.perf_counter() - wall_start
+    others = None                                        # share of all CPUs other processes used
+    if cpu_start is not None and cpu_end is not None:
+        others = max(0.0, (cpu_end[0] - cpu_start[0]) - (cpu_end[1] - cpu_start[1])) / (wall * env["cpus"])
+    return {"env": env, "others_cpu": others, "wall_s": wall, "config": config, "settings": s,
+            "peak_gflops": peak, "shape": shape, "shape_gflops": at_shape, "rows": rows}
 
 
 # ----------------------------------------------------------------------------
@@ -293,66 +313,116 @@ def _table(header, rows):
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
 
 
+def _noise_note(others, threads):
+    if others is None:
+        return "Timings are noisy when anything else runs: run on an idle machine."
+    if others < 0.05:
+        return (f"Other processes used {100 * others:.0f}% of the CPUs during the run: the machine looked "
+                "idle (good: benchmarks need an idle machine).")
+    hint = "" if threads == 1 else (" Multi-threaded BLAS suffers most when another process holds a core; "
+                                    "OPENBLAS_NUM_THREADS=1 gives steadier single-core numbers.")
+    return (f"Other processes used {100 * others:.0f}% of the CPUs during the run: the machine was BUSY, "
+            f"so these numbers are noisy: rerun on an idle machine.{hint}")
+
+
 def _met(ok):
     return "yes" if ok else "NO"
 
 
-def format_report(results):
-    """The tables and the goals, as one printable string."""
-    r, c, s, env = results["rows"], results["config"], results["settings"], results["env"]
-    B, T = s.batch_size, c.context_len
-    t_lo, t_hi = min(s.decode_T), max(s.decode_T)
-    kinds = list(r)
-    out = [
+def _header(results):
+    c, s, env = results["config"], results["settings"], results["env"]
+    m, k, n = results["shape"]
+    return [
         f"minimolkv bench — numpy {env['numpy']}, {env['blas']}",
         f"BLAS threads: {env['threads']} ({env['threads_source']}); CPUs: {env['cpus']}; "
-        f"load average (1 min) before {env['load']}, after {results['load_after']}",
-        "Timings are noisy when anything else runs: run on an idle machine "
-        f"(this one has {env['cpus']} CPUs; a load near that means the numbers are unreliable).",
-        f"Config: V={c.vocab_size} T={T} D={c.d_model} L={c.n_layers} H={c.n_heads} d_ff={c.d_ff} "
-        f"N={c.n_experts} F={c.d_expert} Dk={c.d_key} window={c.window} top_k={c.top_k}; float32",
+        f"load average (1 min) at the start {env['load']}; {results['wall_s']:.0f} s in all",
+        _noise_note(results["others_cpu"], env["threads"]),
+        f"Config: V={c.vocab_size} T={c.context_len} D={c.d_model} L={c.n_layers} H={c.n_heads} "
+        f"d_ff={c.d_ff} N={c.n_experts} F={c.d_expert} Dk={c.d_key} window={c.window} top_k={c.top_k}; "
+        "float32",
         f"Matmul peak: {s.matmul_n}x{s.matmul_n} float32 @, best of {s.matmul_repeats}: "
-        f"{results['peak_gflops']:.1f} GFLOP/s",
-        "",
-        f"Train step = forward + backward on {B}x{T} tokens, median of {s.repeats} after {s.warmup} warm-up. "
-        "GFLOP = matmul FLOPs (3x forward), moe counting all N experts (computed densely here).",
+        f"{results['peak_gflops']:.1f} GFLOP/s. At this model's FFN shape "
+        f"{m}x{k} @ {k}x{n}: {results['shape_gflops']:.1f} GFLOP/s "
+        f"({100 * results['shape_gflops'] / results['peak_gflops']:.0f}% of the peak).",
+    ]
+
+
+def _train_table(results):
+    r, s, B, T = results["rows"], results["settings"], results["settings"].batch_size, results["config"].context_len
+    return [
+        f"Train step = forward + backward on {B}x{T} tokens, median of {s.repeats} after {s.warmup} "
+        "warm-up. GFLOP = matmul FLOPs (3x forward); moe counts all N experts (computed densely here).",
         _table(["kind", "tokens/s", "step ms", "GFLOP", "GFLOP/s", "% peak"],
                [[k, f"{v['tokens_per_s']:,.0f}", f"{1e3 * v['step_s']:.1f}", f"{v['train_flops'] / 1e9:.3f}",
                  f"{v['gflops']:.1f}", f"{100 * v['peak_fraction']:.1f}"] for k, v in r.items()]),
-        "",
-        f"Forward on {B}x{T} tokens, train mode vs from lookup tables (model.forward with luts); "
-        "'FLOPs' = the train/LUT ratio of matmul FLOPs, the speed-up if time followed them; "
-        "'block' = layer 0's expert block alone.",
+    ]
+
+
+def _flops_table(results):
+    """Forward MFLOP per part (train mode), one column per kind."""
+    c, B, r = results["config"], results["settings"].batch_size, results["rows"]
+    per_kind = {k: forward_flops(dataclasses.replace(c, kind=k), B, c.context_len) for k in r}
+    parts = list(dict.fromkeys(p for f in per_kind.values() for p in f))
+    return [
+        f"Forward matmul MFLOP by part, {B}x{c.context_len} tokens (formulas in bench.py's docstring):",
+        _table(["part"] + list(r), [[p] + [f"{per_kind[k][p] / 1e6:.3g}" if p in per_kind[k] else "-"
+                                           for k in r] for p in parts]),
+    ]
+
+
+def _lut_table(results):
+    r, B, T = results["rows"], results["settings"].batch_size, results["config"].context_len
+    rows = [[k, f"{1e3 * v['fwd_s']:.2f}", f"{1e3 * v['lut_fwd_s']:.2f}", f"{v['lut_speedup']:.2f}x",
+             f"{v['lut_flop_ratio']:.2f}x", f"{1e3 * v['block_s']:.2f}", f"{1e3 * v['block_lut_s']:.2f}",
+             f"{v['block_speedup']:.1f}x"] for k, v in r.items() if "lut_fwd_s" in v]
+    return [
+        f"Forward on {B}x{T} tokens, train mode vs from lookup tables (model.forward with luts). 'FLOPs' = "
+        "the train/LUT ratio of matmul FLOPs; 'block' = layer 0's expert block alone.",
         _table(["kind", "train ms", "LUT ms", "speed-up", "FLOPs", "block ms", "block LUT ms", "block speed-up"],
-               [[k, f"{1e3 * v['fwd_s']:.2f}", f"{1e3 * v['lut_fwd_s']:.2f}", f"{v['lut_speedup']:.2f}x",
-                 f"{v['lut_flop_bound']:.2f}x", f"{1e3 * v['block_s']:.2f}", f"{1e3 * v['block_lut_s']:.2f}",
-                 f"{v['block_speedup']:.1f}x"] for k, v in r.items() if "lut_fwd_s" in v]
-               or [["(no mole/molkv)"] + [""] * 7]),
-        "",
+               rows or [["(no mole/molkv)"] + [""] * 7]),
+    ]
+
+
+def _decode_table(results):
+    r, s = results["rows"], results["settings"]
+    t_lo, t_hi = min(s.decode_T), max(s.decode_T)
+    return [
         f"Decode: one generate.step at position T with T tokens in the caches, batch 1, "
         f"median of {s.decode_repeats} (mole/molkv from lookup tables).",
         _table(["kind"] + [f"ms/token T={t}" for t in s.decode_T] + [f"T={t_hi} / T={t_lo}"],
                [[k] + [f"{v['decode_ms'][t]:.3f}" for t in s.decode_T] + [f"{v['decode_ratio']:.2f}x"]
                 for k, v in r.items()]),
-        "",
-        "Goals (reported, never enforced):",
     ]
-    goals = [
+
+
+def _goals_table(results):
+    r, s = results["rows"], results["settings"]
+    t_lo, t_hi = min(s.decode_T), max(s.decode_T)
+
+    def cells(fmt, key, ok):                        # one cell per kind; "-" where not measured
+        return [fmt(r[k][key]) + " " + _met(ok(r[k][key])) if key in r[k] else "-" for k in r]
+
+    rows = [
         [f"train step >= {100 * GOAL_PEAK_FRACTION:.0f}% of matmul peak"] +
-        [f"{100 * r[k]['peak_fraction']:.1f}% {_met(r[k]['peak_fraction'] >= GOAL_PEAK_FRACTION)}" for k in kinds],
+        cells(lambda x: f"{100 * x:.1f}%", "peak_fraction", lambda x: x >= GOAL_PEAK_FRACTION),
         [f"LUT forward >= {GOAL_LUT_SPEEDUP:.0f}x faster"] +
-        [f"{r[k]['lut_speedup']:.2f}x {_met(r[k]['lut_speedup'] >= GOAL_LUT_SPEEDUP)}" if "lut_speedup" in r[k]
-         else "-" for k in kinds],
+        cells(lambda x: f"{x:.2f}x", "lut_speedup", lambda x: x >= GOAL_LUT_SPEEDUP),
         ["  (train/LUT forward FLOP ratio)"] +
-        [f"{r[k]['lut_flop_bound']:.2f}x" if "lut_speedup" in r[k] else "-" for k in kinds],
+        [f"{r[k]['lut_flop_ratio']:.2f}x" if "lut_flop_ratio" in r[k] else "-" for k in r],
         [f"  expert block alone >= {GOAL_LUT_SPEEDUP:.0f}x"] +
-        [f"{r[k]['block_speedup']:.1f}x {_met(r[k]['block_speedup'] >= GOAL_LUT_SPEEDUP)}" if "lut_speedup" in r[k]
-         else "-" for k in kinds],
+        cells(lambda x: f"{x:.1f}x", "block_speedup", lambda x: x >= GOAL_LUT_SPEEDUP),
         [f"decode T={t_hi} within {GOAL_DECODE_RATIO:.0f}x of T={t_lo}"] +
-        [f"{r[k]['decode_ratio']:.2f}x {_met(r[k]['decode_ratio'] <= GOAL_DECODE_RATIO)}" for k in kinds],
+        cells(lambda x: f"{x:.2f}x", "decode_ratio", lambda x: x <= GOAL_DECODE_RATIO),
     ]
-    out.append(_table(["goal"] + kinds, goals))
-    if any(v.get("lut_flop_bound", math.inf) < GOAL_LUT_SPEEDUP for v in r.values()):
-        out.append("By matmul FLOPs the whole-model LUT goal is out of reach at these sizes: attention, "
-                   "the dense FFN and the head remain (Amdahl); it needs the expert FFNs to dominate the model.")
-    return "\n".join(out)
+    out = ["Goals (reported, never enforced):", _table(["goal"] + list(r), rows)]
+    if any(v.get("lut_flop_ratio", math.inf) < GOAL_LUT_SPEEDUP for v in r.values()):
+        out.append("By matmul FLOPs the whole-model LUT goal is out of reach at these sizes: attention, the "
+                   "dense FFN and the head remain (Amdahl); it needs the expert FFNs to dominate the model.")
+    return out
+
+
+def format_report(results):
+    """The tables and the goals, as one printable string."""
+    sections = [_header(results), _train_table(results), _flops_table(results), _lut_table(results),
+                _decode_table(results), _goals_table(results)]
+    return "\n\n".join("\n".join(lines) for lines in sections)

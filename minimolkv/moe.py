@@ -112,9 +112,9 @@ def forward(params, h, top_k):
     g = pk / Z                                                      # (B,T,N)  gates, sum to 1
 
     # the experts, dense: every token through every expert
-    a_pre = np.einsum("btd,ndf->btnf", h, params["up"])             # (B,T,D),(N,D,F) -> (B,T,N,F)
+    a_pre = np.einsum("btd,ndf->btnf", h, params["up"], optimize=True)  # (B,T,D),(N,D,F) -> (B,T,N,F)
     a, gelu_cache = ops.gelu_forward(a_pre)                         # (B,T,N,F)
-    u = np.einsum("btnf,nfd->btnd", a, params["down"])              # (B,T,N,F),(N,F,D) -> (B,T,N,D)
+    u = np.einsum("btnf,nfd->btnd", a, params["down"], optimize=True)  # (B,T,N,F),(N,F,D) -> (B,T,N,D)
 
     # the mixture
     y = np.einsum("btn,btnd->btd", g, u)                            # (B,T,N),(B,T,N,D) -> (B,T,D)
@@ -136,13 +136,13 @@ def backward(dy, cache):
     dg = np.einsum("btd,btnd->btn", dy, u)                          # (B,T,N)
     du = np.einsum("btn,btd->btnd", g, dy)                          # (B,T,N,D)  0 for unselected experts
     # u = a @ down[n]
-    ddown = np.einsum("btnf,btnd->nfd", a, du)                      # (N,F,D)
-    da = np.einsum("btnd,nfd->btnf", du, params["down"])            # (B,T,N,F)
+    ddown = np.einsum("btnf,btnd->nfd", a, du, optimize=True)  # (N,F,D)
+    da = np.einsum("btnd,nfd->btnf", du, params["down"], optimize=True)  # (B,T,N,F)
     # a = gelu(a_pre)
     da_pre = ops.gelu_backward(da, cache["gelu_cache"])             # (B,T,N,F)
     # a_pre = h @ up[n]
-    dup = np.einsum("btd,btnf->ndf", h, da_pre)                     # (N,D,F)
-    dh = np.einsum("btnf,ndf->btd", da_pre, params["up"])           # (B,T,D)
+    dup = np.einsum("btd,btnf->ndf", h, da_pre, optimize=True)  # (N,D,F)
+    dh = np.einsum("btnf,ndf->btd", da_pre, params["up"], optimize=True)  # (B,T,D)
     # g = pk / Z,  Z = sum(pk):  dpk_n = dg_n / Z - sum_m dg_m pk_m / Z^2 = (dg_n - sum_m dg_m g_m) / Z
     dpk = (dg - np.sum(dg * g, axis=-1, keepdims=True)) / Z         # (B,T,N)
     # pk = p * keep   (keep is the top-k selection: piecewise constant, no gradient)

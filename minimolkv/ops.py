@@ -105,7 +105,7 @@ def gelu_forward(x):
     NumPy has no erf, so this is the tanh approximation of GELU; the official
     MoLE code uses the exact (erf) GELU. The two differ by < 1e-3.
     """
-    u = GELU_C * (x + GELU_A * x ** 3)                     # (...)
+    u = GELU_C * (x + GELU_A * (x * x * x))                # (...)  x*x*x: numpy's float ** is ~100x slower
     th = np.tanh(u)                                        # (...)
     out = 0.5 * x * (1.0 + th)                             # (...)
     return out, (x, th)
@@ -115,8 +115,8 @@ def gelu_backward(dout, cache):
     """dout (...) -> dx (...)."""
     x, th = cache
     # out = 0.5 x (1 + th),  th = tanh(u),  u = c (x + a x^3)
-    du_dx = GELU_C * (1.0 + 3.0 * GELU_A * x ** 2)         # (...)
-    dx = dout * (0.5 * (1.0 + th) + 0.5 * x * (1.0 - th ** 2) * du_dx)  # (...)
+    du_dx = GELU_C * (1.0 + 3.0 * GELU_A * (x * x))        # (...)
+    dx = dout * (0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * du_dx)  # (...)
     return dx
 
 
