@@ -73,16 +73,18 @@ def add_config_args(p, with_kind=True):
 
 def add_training_args(p):
     """Data and optimisation options shared by train and compare."""
+    from minimolkv.train import Settings
+    d = Settings()
     p.add_argument("--data", default="stdlib", metavar="stdlib|synthetic|PATH",
                    help="built-in docstring corpus (default), synthetic context task, or a UTF-8 text file")
     p.add_argument("--tokenizer", choices=("bpe", "byte"), default="bpe", help="for text data (default bpe)")
     p.add_argument("--vocab", type=int, default=512, metavar="V",
                    help="BPE vocabulary size; for synthetic data the number of token ids (default 512)")
-    p.add_argument("--steps", type=int, default=None, metavar="N", help="total steps per run (default 600)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="B", help="default 16")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-3)")
+    p.add_argument("--steps", type=int, default=None, metavar="N", help=f"total steps per run (default {d.steps})")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B", help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {d.lr})")
     p.add_argument("--eval-every", type=int, default=None, metavar="K",
-                   help="validate (and checkpoint) every K steps (default 50)")
+                   help=f"validate (and checkpoint) every K steps (default {d.eval_every})")
 
 
 def settings_from_args(args):

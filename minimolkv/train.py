@@ -49,7 +49,7 @@ class TrainingDiverged(RuntimeError):
 @dataclass(frozen=True)
 class Settings:
     """How to train (the model's sizes are in model.Config)."""
-    steps: int = 600
+    steps: int = 1500
     batch_size: int = 16
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
@@ -184,7 +184,17 @@ def new_run(config, settings, data_spec, dataset):
     return {"params": params, "opt": adamw_init(params), "step": 0,
             "rng": np.random.default_rng(settings.seed), "config": config, "settings": settings,
             "data": data_spec, "tokenizer": dataset.tokenizer, "metrics": [],
-            "prompt": dataset.tokenizer.decode(dataset.val[:8])}     # a default prompt for `sample`
+            "prompt": default_prompt(dataset)}
+
+
+def default_prompt(dataset):
+    """A prompt for `sample`: the start of a paragraph of the validation text
+    (or its first 8 tokens when it has no paragraphs, e.g. synthetic data)."""
+    text = dataset.tokenizer.decode(dataset.val[:200])
+    paragraphs = [p for p in text.split("\n\n")[1:-1] if len(p.strip()) > 20]
+    if not paragraphs:
+        return dataset.tokenizer.decode(dataset.val[:8])
+    return " ".join(paragraphs[0].split()[:3])
 
 
 def progress_line(step, total, loss, val, tok_per_s, eta_s):
