@@ -15,6 +15,7 @@ A checkpoint is a folder:
     checkpoint.npz   parameters ("params.<name>") and AdamW state ("adamw.*")
     config.json      model config, training settings, data spec, tokenizer,
                      the batch generator's exact state, step, metrics
+    metrics.csv      the same metrics, one row per step, for a spreadsheet
 Both are written atomically (temporary file + os.replace) and loaded with
 allow_pickle=False. Resuming restores everything a step depends on, so a run
 interrupted at step k and resumed with the same --steps ends bit-identical to
@@ -135,6 +136,16 @@ def save_checkpoint(folder, run):
     }
     text = json.dumps(meta, indent=1).encode()
     _atomic_write(os.path.join(folder, "config.json"), lambda f: f.write(text))
+    _atomic_write(os.path.join(folder, "metrics.csv"), lambda f: f.write(metrics_csv(run["metrics"])))
+
+
+def metrics_csv(rows):
+    """The metric rows as CSV bytes (a spreadsheet- or pandas-friendly copy of config.json's)."""
+    fields = ["step", "lr", "train_loss", "val_loss", "grad_norm", "tokens_per_s", "elapsed_s"]
+    lines = [",".join(fields)]
+    for r in rows:
+        lines.append(",".join("" if r.get(k) is None else f"{r[k]:.6g}" for k in fields))
+    return ("\n".join(lines) + "\n").encode()
 
 
 def load_checkpoint(folder):

@@ -46,7 +46,9 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
         np.testing.assert_array_equal(back["opt"]["v"][k], run["opt"]["v"][k])
     assert back["opt"]["t"] == 3
     assert back["rng"].bit_generator.state == run["rng"].bit_generator.state
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "config.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "config.json", "metrics.csv"]
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("step,lr,train_loss,val_loss") and len(lines) == 4
 
 
 def test_resume_after_k_steps_equals_the_uninterrupted_run_bit_for_bit(tmp_path):
