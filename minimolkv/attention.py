@@ -78,9 +78,8 @@ def merge_heads(z):
 # ----------------------------------------------------------------------------
 
 def init(rng, d_model, n_heads, dtype=np.float64):
-    """GPT-2-style init: N(0, 0.02) weights; `proj` is scaled down by 1/sqrt(2)
-    because it writes into the residual stream (one of two writes per layer).
-    """
+    """N(0, 0.02²) weights. (model.init scales `proj`, a write into the
+    residual stream, down by 1/sqrt(2L) for a deep stack.)"""
     d_model = check_positive_int(d_model, "d_model")
     _check_heads(d_model, n_heads)
     if np.dtype(dtype) not in (np.float32, np.float64):
@@ -88,7 +87,7 @@ def init(rng, d_model, n_heads, dtype=np.float64):
     std = 0.02
     return {
         "qkv": (std * rng.standard_normal((d_model, 3 * d_model))).astype(dtype),          # (D,3D)
-        "proj": (std / np.sqrt(2.0) * rng.standard_normal((d_model, d_model))).astype(dtype),  # (D,D)
+        "proj": (std * rng.standard_normal((d_model, d_model))).astype(dtype),     # (D,D)
     }
 
 

@@ -36,6 +36,8 @@ from minimolkv.errors import check_ids, check_positive_int
 
 KINDS = ("dense", "moe", "mole", "molkv")
 EXPERTS = {"moe": moe, "mole": mole, "molkv": molkv}     # the expert block module of each kind
+# matrices whose output is added to the residual stream (molkv.down_k makes keys, not a write)
+RESIDUAL_WRITERS = ("attn.proj", "ffn.down", "moe.down", "mole.down", "molkv.down_v")
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,10 @@ def ffn_backward(df, cache):
 # ----------------------------------------------------------------------------
 
 def init(config, seed=0, dtype=np.float32):
-    """Fresh parameters. Matrices ~ N(0, 0.02²), the two projections that
-    write into the residual stream scaled by 1/sqrt(2L); norm gains 1.
-    A fresh model's loss is close to ln V."""
+    """Fresh parameters. Matrices ~ N(0, 0.02²); every matrix that writes into
+    the residual stream (RESIDUAL_WRITERS: attn.proj, ffn.down and the expert
+    block's output projection) is scaled by 1/sqrt(2L), the same for every
+    kind; norm gains 1. A fresh model's loss is close to ln V."""
     c = config
     rng = np.random.default_rng(seed)
     D, L = c.d_model, c.n_layers
@@ -136,7 +139,7 @@ def init(config, seed=0, dtype=np.float32):
         pre = f"layers.{l}."
         params[pre + "ln1"] = np.ones(D)                                # (D,)
         for k, v in attention.init(rng, D, c.n_heads).items():
-            params[pre + "attn." + k] = v * (resid if k == "proj" else 1.0)
+            params[pre + "attn." + k] = v * (resid if "attn." + k in RESIDUAL_WRITERS else 1.0)
         params[pre + "ln2"] = np.ones(D)                                # (D,)
         if c.d_ff:
             params[pre + "ffn.up"] = 0.02 * rng.standard_normal((D, c.d_ff))            # (D,Fd)
@@ -148,7 +151,8 @@ def init(config, seed=0, dtype=np.float32):
         else:
             block = {}
         for k, v in block.items():
-            params[pre + c.kind + "." + k] = v * (resid if k.startswith("down") else 1.0)
+            name = c.kind + "." + k
+            params[pre + name] = v * (resid if name in RESIDUAL_WRITERS else 1.0)
     params["ln_f"] = np.ones(D)                                         # (D,)
     params["lm_head"] = 0.02 * rng.standard_normal((D, c.vocab_size))  # (D,V)
     return {k: np.asarray(v, dtype=dtype) for k, v in params.items()}

@@ -80,8 +80,8 @@ def selection_margin(p, top_k):
 
 
 def init(rng, d_model, d_ff, n_experts, dtype=np.float64):
-    """N(0, 0.02) for the router and `up`; `down` scaled by 1/sqrt(2) since it
-    writes into the residual stream."""
+    """N(0, 0.02²) weights. (model.init scales `down`, a write into the
+    residual stream, down by 1/sqrt(2L) for a deep stack.)"""
     D = check_positive_int(d_model, "d_model")
     F = check_positive_int(d_ff, "d_ff")
     N = check_positive_int(n_experts, "n_experts")
@@ -91,7 +91,7 @@ def init(rng, d_model, d_ff, n_experts, dtype=np.float64):
     return {
         "router": (std * rng.standard_normal((D, N))).astype(dtype),                # (D,N)
         "up": (std * rng.standard_normal((N, D, F))).astype(dtype),                 # (N,D,F)
-        "down": (std / np.sqrt(2.0) * rng.standard_normal((N, F, D))).astype(dtype),  # (N,F,D)
+        "down": (std * rng.standard_normal((N, F, D))).astype(dtype),               # (N,F,D)
     }
 
 

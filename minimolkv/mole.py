@@ -32,10 +32,13 @@ from minimolkv.errors import check_array, check_ids, check_params, check_positiv
 
 
 def init(rng, d_model, d_ff, n_experts, dtype=np.float64):
-    """Fresh parameters: norm gain 1, small Gaussian matrices (std 0.02)."""
+    """Fresh parameters: norm gain 1, small Gaussian matrices (std 0.02).
+    d_ff here is the expert hidden size F (model.Config calls it d_expert)."""
     D = check_positive_int(d_model, "d_model")
     F = check_positive_int(d_ff, "d_ff")
     N = check_positive_int(n_experts, "n_experts")
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
     return {
         "norm": np.ones(D, dtype=dtype),                                   # (D,)
         "router": (0.02 * rng.standard_normal((D, N))).astype(dtype),      # (D,N)

@@ -239,6 +239,10 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
                                    f"Try a lower learning rate (now {s.lr}).")
         grads = model.backward(cache)
         grad_norm = clip_grad_norm(grads, s.clip)
+        if not math.isfinite(grad_norm):
+            raise TrainingDiverged(f"the gradient norm became {grad_norm} at step {step + 1}: training "
+                                   f"stopped before the update; the last checkpoint is the last good one. "
+                                   f"Try a lower learning rate (now {s.lr}).")
         adamw_step(params, grads, opt, lr, weight_decay=s.weight_decay)
         run["step"] = step + 1
 

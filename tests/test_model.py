@@ -115,3 +115,17 @@ def test_bad_inputs_name_the_problem():
         generate(params, config, np.array([1]), -1)
     with pytest.raises(ValueError, match="backward needs a training-mode forward"):
         model.backward(model.forward(params, config, ids, targets, luts=model.build_luts(params, config))[2])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_residual_write_starts_at_the_same_scale(kind):
+    """A fair comparison starts every kind alike: 0.02/sqrt(2L) for each matrix
+    that adds into the residual stream, 0.02 for every other matrix."""
+    config = model.Config(kind=kind, d_model=128, d_ff=256, d_expert=128, n_layers=3)
+    params = model.init(config, seed=0, dtype=np.float64)
+    for name, value in params.items():
+        if value.ndim < 2 or name in ("tok_emb", "pos_emb", "lm_head"):
+            continue
+        writer = name.split(".", 2)[2] in model.RESIDUAL_WRITERS
+        expected = 0.02 / np.sqrt(2 * 3) if writer else 0.02
+        assert abs(value.std() / expected - 1) < 0.1, f"{name}: std {value.std():.4f}, expected {expected:.4f}"
