@@ -5,7 +5,9 @@ into the package; the work lives in the modules.
 """
 
 import argparse
+import glob
 import os
+import shutil
 import sys
 import time
 
@@ -15,6 +17,31 @@ import time
 # (Set before anything imports numpy; `bench` reports the count it ran with.)
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    return _number(text, int, 1)
+
+
+def non_negative_int(text):
+    """argparse type: an integer >= 0."""
+    return _number(text, int, 0)
+
+
+def non_negative_float(text):
+    """argparse type: a finite number >= 0."""
+    return _number(text, float, 0)
+
+
+def _number(text, kind, low):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+    if not value >= low or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be {'>= ' + str(low)}{' and finite' if kind is float else ''}, got {text}")
+    return value
 
 
 class Parser(argparse.ArgumentParser):
@@ -60,14 +87,17 @@ CONFIG_ARGS = ("vocab_size", "context_len", "d_model", "n_layers", "n_heads", "d
                "n_experts", "d_expert", "d_key", "window", "top_k")
 
 
-def add_config_args(p, with_kind=True):
-    """--kind (unless with_kind=False) and every size of model.Config; unset sizes keep Config's defaults."""
+def add_config_args(p, with_kind=True, with_vocab=True):
+    """--kind and every size of model.Config; unset sizes keep Config's defaults.
+    with_vocab=False where the data's tokenizer decides the vocabulary (train, compare)."""
     from minimolkv.model import KINDS, Config
     if with_kind:
         p.add_argument("--kind", choices=KINDS, default="molkv", help="expert kind (default molkv)")
     defaults = Config()
     for name in CONFIG_ARGS:
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=None, metavar="N",
+        if name == "vocab_size" and not with_vocab:
+            continue
+        p.add_argument("--" + name.replace("_", "-"), type=positive_int, default=None, metavar="N",
                        help=f"default {getattr(defaults, name)}")
 
 
@@ -78,12 +108,12 @@ def add_training_args(p):
     p.add_argument("--data", default="stdlib", metavar="stdlib|synthetic|PATH",
                    help="built-in docstring corpus (default), synthetic context task, or a UTF-8 text file")
     p.add_argument("--tokenizer", choices=("bpe", "byte"), default="bpe", help="for text data (default bpe)")
-    p.add_argument("--vocab", type=int, default=512, metavar="V",
+    p.add_argument("--vocab", type=positive_int, default=512, metavar="V",
                    help="BPE vocabulary size; for synthetic data the number of token ids (default 512)")
-    p.add_argument("--steps", type=int, default=None, metavar="N", help=f"total steps per run (default {d.steps})")
-    p.add_argument("--batch-size", type=int, default=None, metavar="B", help=f"default {d.batch_size}")
-    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {d.lr})")
-    p.add_argument("--eval-every", type=int, default=None, metavar="K",
+    p.add_argument("--steps", type=positive_int, default=None, metavar="N", help=f"total steps per run (default {d.steps})")
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="B", help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=non_negative_float, default=None, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--eval-every", type=positive_int, default=None, metavar="K",
                    help=f"validate (and checkpoint) every K steps (default {d.eval_every})")
 
 
@@ -126,6 +156,11 @@ def cmd_train(args):
     from minimolkv.params import format_counts
 
     if args.resume:
+        changed = [k for k in vars(args) if k not in ("resume", "steps", "out", "func", "parser", "command")
+                   and getattr(args, k) != args.parser.get_default(k)]
+        if changed:
+            args.parser.error(f"--resume continues the run as it was saved: drop --{changed[0].replace('_', '-')} "
+                              "(only --steps and --out go with --resume)")
         try:
             run = train.load_checkpoint(args.resume)
         except (FileNotFoundError, ValueError) as err:
@@ -136,7 +171,11 @@ def cmd_train(args):
             run["settings"] = dataclasses.replace(run["settings"], steps=args.steps)
         out = args.out or args.resume
         print(f"Resuming {args.resume} at step {run['step']} -> {run['settings'].steps}")
-        dataset = run["data"].load()
+        try:
+            dataset = run["data"].load()
+            train.check_same_tokenizer(run, dataset)
+        except (FileNotFoundError, ValueError, UnicodeDecodeError) as err:
+            args.parser.error(str(err))
     else:
         settings = settings_from_args(args)                      # bad options fail before any work
         config_from_args(args, args.parser)
@@ -182,13 +221,14 @@ def sample_text(run, prompt, n_tokens, temperature, folder, seed=0, top_k=None, 
     params, config, tok = run["params"], run["config"], run["tokenizer"]
     luts = None
     if config.kind in ("mole", "molkv"):
-        table_dir = os.path.join(folder, f"luts-step{run['step']}")
+        # named after the parameters they were built from: never stale after another run
+        table_dir = os.path.join(folder, "luts-" + lut.fingerprint(params))
         if not os.path.isdir(table_dir):
+            for old in glob.glob(os.path.join(folder, "luts-*")):            # tables of older parameters
+                shutil.rmtree(old)
             lut.save_tables(table_dir, model.build_luts(params, config))
         luts = lut.open_tables(table_dir, model.lut_shapes(config), params["tok_emb"].dtype)
-    prompt_ids = np.asarray(tok.encode(prompt), dtype=np.int64)[-config.context_len:]
-    if prompt_ids.size == 0:
-        prompt_ids = np.zeros(1, dtype=np.int64)
+    prompt_ids = np.asarray(tok.encode(prompt), dtype=np.int64)             # generate slides past the context
     ids = generate(params, config, prompt_ids, n_tokens, temperature=temperature, top_k=top_k,
                    seed=seed, luts=luts)
     if report and luts:
@@ -208,8 +248,14 @@ def cmd_sample(args):
     except (FileNotFoundError, ValueError) as err:
         args.parser.error(str(err))
     prompt = run["prompt"] if args.prompt is None else args.prompt
-    print(sample_text(run, prompt, args.tokens, args.temperature, args.checkpoint, seed=args.seed,
-                      top_k=args.top_k, report=True))
+    if not prompt.strip():
+        args.parser.error("--prompt is empty; give some text to continue (or leave --prompt out)")
+    try:
+        text = sample_text(run, prompt, args.tokens, args.temperature, args.checkpoint, seed=args.seed,
+                           top_k=args.top_k, report=True)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        args.parser.error(str(err))
+    print(text)
     return 0
 
 
@@ -218,8 +264,6 @@ def cmd_sample(args):
 # ----------------------------------------------------------------------------
 
 def cmd_compare(args):
-    import time
-
     from minimolkv import compare, train
 
     base = config_from_args(args, args.parser)
@@ -269,7 +313,7 @@ def build_parser():
     p = sub.add_parser("gradcheck", help="check every hand-written gradient against finite differences",
                        description="Check every layer's backward against centred differences and "
                                    "print one row per tensor. Exits 1 if any row fails.")
-    p.add_argument("--seed", type=int, default=0, help="seed of inputs, parameters and upstream gradients")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of inputs, parameters and upstream gradients")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these checks (default: all)")
     p.set_defaults(func=cmd_gradcheck)
 
@@ -285,9 +329,9 @@ def build_parser():
                        description="Train a tiny language model, print progress, save checkpoints, "
                                    "a loss curve and a sample. With no options: the default MoLKV "
                                    "model on the built-in corpus, a few minutes on a laptop CPU.")
-    add_config_args(p)
+    add_config_args(p, with_vocab=False)
     add_training_args(p)
-    p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--seed", type=non_negative_int, default=None, help="default 0")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/<kind>-<data>)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run saved in DIR up to --steps")
     p.set_defaults(func=cmd_train, parser=p)
@@ -297,10 +341,10 @@ def build_parser():
                                    "from lookup tables, built once and saved beside the checkpoint.")
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a folder written by train")
     p.add_argument("--prompt", default=None, help="text to continue (default: the start of the validation text)")
-    p.add_argument("--tokens", type=int, default=100, metavar="N", help="tokens to generate (default 100)")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
-    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K most likely")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--tokens", type=non_negative_int, default=100, metavar="N", help="tokens to generate (default 100)")
+    p.add_argument("--temperature", type=non_negative_float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=positive_int, default=None, metavar="K", help="sample among the K most likely")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed (default 0)")
     p.set_defaults(func=cmd_sample, parser=p)
 
     p = sub.add_parser("compare", help="train dense, moe, mole and molkv alike and tabulate them",
@@ -308,9 +352,9 @@ def build_parser():
                                    "activated parameters matched as in the MoLE paper (MoE: top-2 "
                                    "of experts half the dense FFN size, no dense FFN). Prints and "
                                    "saves one table (Markdown + CSV) and a plot of validation curves.")
-    add_config_args(p, with_kind=False)
+    add_config_args(p, with_kind=False, with_vocab=False)
     add_training_args(p)
-    p.add_argument("--seeds", type=int, default=3, metavar="K", help="seeds per kind (default 3)")
+    p.add_argument("--seeds", type=positive_int, default=3, metavar="K", help="seeds per kind (default 3)")
     p.add_argument("--out", default="runs/compare", metavar="DIR", help="where the table and plot go")
     p.set_defaults(func=cmd_compare, parser=p)
 

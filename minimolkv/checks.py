@@ -111,12 +111,13 @@ def check_moe(seed=0, min_gap=1e-3):
                        prefix="moe.", top_k=k)
 
 
-def model_setup(kind, seed=0):
-    """A tiny float64 model of `kind` with non-trivial parameters, a batch and targets."""
+def model_setup(kind, seed=0, **sizes):
+    """A tiny float64 model of `kind` with non-trivial parameters, a batch and targets.
+    `sizes` override the Config (e.g. d_ff=0: the MoE baseline without a dense FFN)."""
     rng = np.random.default_rng(seed)
-    config = model.Config(vocab_size=11, context_len=8, d_model=8, n_layers=2, n_heads=2,
-                          d_ff=12, kind=kind, n_experts=3, d_expert=6, d_key=4, top_k=2,
-                          window=3 if kind == "molkv" else None)
+    config = model.Config(**{**dict(vocab_size=11, context_len=8, d_model=8, n_layers=2, n_heads=2,
+                                    d_ff=12, kind=kind, n_experts=3, d_expert=6, d_key=4, top_k=2,
+                                    window=3 if kind == "molkv" else None), **sizes})
     params = model.init(config, seed, dtype=np.float64)
     for name, value in params.items():
         params[name] = gains(rng, value.shape) if value.ndim == 1 else \
@@ -131,7 +132,7 @@ def moe_selections(cache):
     return [layer.experts["selected"] for layer in cache.layers]
 
 
-def check_model(kind, seed=0, max_entries=6):
+def check_model(kind, seed=0, max_entries=6, **sizes):
     """The whole LM's loss gradient: sampled entries of every parameter tensor.
 
     The upstream gradient is a random scalar dloss. For kind="moe" the seed
@@ -139,11 +140,13 @@ def check_model(kind, seed=0, max_entries=6):
     every forward of the check asserts the selections are unchanged.
     """
     for attempt in range(100):
-        config, params, ids, targets = model_setup(kind, seed + 1000 * attempt)
+        config, params, ids, targets = model_setup(kind, seed + 1000 * attempt, **sizes)
         loss, _, cache = model.forward(params, config, ids, targets)
         if kind != "moe" or min(moe.selection_margin(layer.experts["p"], config.top_k)
                                 for layer in cache.layers) >= 1e-3:
             break
+    else:
+        raise RuntimeError(f"no model draw with a top-k gap >= 1e-3 in 100 tries (seed {seed})")
     base = moe_selections(cache) if kind == "moe" else None
     dloss = np.random.default_rng(seed).standard_normal()           # random upstream gradient
     grads = model.backward(cache, dloss)

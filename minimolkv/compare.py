@@ -20,11 +20,11 @@ import os
 
 import numpy as np
 
-from minimolkv import model, train
+from minimolkv import train
 from minimolkv.lut import format_bytes
 from minimolkv.params import count_params
 
-KINDS = ("dense", "moe", "mole", "molkv")
+from minimolkv.model import KINDS
 
 
 def config_for(kind, base):

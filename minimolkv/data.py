@@ -300,11 +300,11 @@ def load_dataset(name_or_path, tokenizer="bpe", vocab_size=512, seed=0, n_tokens
         raise ValueError(f"tokenizer must be 'bpe' or 'byte', got {tokenizer!r}")
     if name_or_path == "stdlib":
         text, source = stdlib_corpus(), "stdlib docstrings"
-    elif isinstance(name_or_path, (str, Path)) and Path(name_or_path).is_file():
-        text, source = load_text(name_or_path), f"file {str(name_or_path)!r}"
+    elif isinstance(name_or_path, (str, Path)) and Path(name_or_path).exists():
+        text, source = load_text(name_or_path), f"file {str(name_or_path)!r}"   # a folder: load_text says so
     else:
-        raise FileNotFoundError(f"name_or_path must be 'stdlib', 'synthetic' or a text file, "
-                                f"got {name_or_path!r} (no such file)")
+        raise FileNotFoundError(f"the data (name_or_path, --data) must be 'stdlib', 'synthetic' or the "
+                                f"path of a text file; there is no file {str(name_or_path)!r}")
     _check_fraction(val_fraction)
     cut = int(len(text) * (1 - val_fraction))
     tok = _trained_bpe(text[:cut], vocab_size) if tokenizer == "bpe" else ByteTokenizer()

@@ -19,18 +19,23 @@ fills the context, generation *slides*: the caches are dropped and the last
 context_len // 2 tokens are read again from position 0, then decoding goes on.
 """
 
+import math
+
 import numpy as np
 
 from minimolkv import attention, moe, mole, molkv, ops
 from minimolkv.errors import check_ids, check_positive_int
-from minimolkv.model import build_luts, check_luts, ffn_forward, layer_luts, sub
+from minimolkv.model import build_luts, check_luts, check_params_fit, ffn_forward, layer_luts, sub
 
 
 def step(params, config, ids_t, t, caches, luts):
     """Feed one token per sequence: ids_t (B,) at position t -> logits (B,V).
 
     caches: a list (one per layer) of {"attn": ..., "experts": ...}; updated.
+    No input checks here (generate checks once, not per token), except t.
     """
+    if not 0 <= t < config.context_len:
+        raise ValueError(f"t={t} is outside the learned positions [0, {config.context_len})")
     c = config
     x = params["tok_emb"][ids_t] + params["pos_emb"][t]                     # (B,D)
     for l in range(c.n_layers):
@@ -70,6 +75,14 @@ def sample(logits, temperature, top_k, rng):
     return np.minimum(ids, z.shape[-1] - 1)
 
 
+def prefill(params, config, visible, luts):
+    """Fresh caches holding `visible` (B,t) at positions 0..t-1 -> (caches, logits (B,V) of the last)."""
+    caches = [{"attn": None, "experts": None} for _ in range(config.n_layers)]
+    for t in range(visible.shape[1]):
+        logits = step(params, config, visible[:, t], t, caches, luts)      # (B,V)
+    return caches, logits
+
+
 def generate(params, config, prompt_ids, n_tokens, temperature=1.0, top_k=None, seed=None,
              luts=None):
     """Continue `prompt_ids` ((T0,) or (B,T0)) by n_tokens -> ids ((T0+n,) or (B,T0+n)).
@@ -77,6 +90,7 @@ def generate(params, config, prompt_ids, n_tokens, temperature=1.0, top_k=None, 
     MoLE/MoLKV always decode from lookup tables: pass `luts` from
     model.build_luts (or they are built here once). temperature=0 is greedy;
     top_k keeps the k most likely tokens; seed makes sampling reproducible.
+    Past context_len tokens it slides (see the module docstring).
     """
     prompt = np.asarray(prompt_ids)
     single = prompt.ndim == 1
@@ -84,32 +98,35 @@ def generate(params, config, prompt_ids, n_tokens, temperature=1.0, top_k=None, 
     check_ids(prompt, config.vocab_size, "prompt_ids")
     if prompt.ndim != 2 or prompt.shape[1] == 0:
         raise ValueError(f"prompt_ids must be a non-empty (T0,) or (B,T0) array, got shape {prompt.shape}")
-    if isinstance(n_tokens, bool) or not isinstance(n_tokens, (int, np.integer)) or n_tokens < 0:
-        raise ValueError(f"n_tokens must be an integer >= 0, got {n_tokens!r}")
-    if not np.isscalar(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, (int, np.integer)):
+        raise TypeError(f"n_tokens must be an integer >= 0, got {n_tokens!r}")
+    if n_tokens < 0:
+        raise ValueError(f"n_tokens must be an integer >= 0, got {n_tokens}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
+            or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     top_k = check_positive_int(top_k, "top_k", allow_none=True)
+    check_params_fit(params, config)
     if config.kind in ("mole", "molkv"):
         luts = build_luts(params, config) if luts is None else luts
         check_luts(config, luts)
     rng = np.random.default_rng(seed)
 
+    total = prompt.shape[1] + n_tokens
     ids = prompt                                                            # (B,T0)
-    window = prompt[:, -config.context_len:]                                # what the caches will hold
-    while True:
-        # (re)fill the caches with `window`, one token at a time
-        caches = [{"attn": None, "experts": None} for _ in range(config.n_layers)]
-        for t in range(window.shape[1]):
-            logits = step(params, config, window[:, t], t, caches, luts)   # (B,V)
-        t = window.shape[1]
-        while ids.shape[1] < prompt.shape[1] + n_tokens and t < config.context_len:
-            nxt = sample(logits, temperature, top_k, rng)                   # (B,)
-            ids = np.concatenate([ids, nxt[:, None]], axis=1)
-            if ids.shape[1] == prompt.shape[1] + n_tokens:
-                break
-            logits = step(params, config, nxt, t, caches, luts)
-            t += 1
-        if ids.shape[1] == prompt.shape[1] + n_tokens:
+    visible = ids[:, -config.context_len:]                                  # (B,t) what the caches hold
+    caches, logits = prefill(params, config, visible, luts)                 # logits (B,V)
+    t = visible.shape[1]                                                    # next free position
+    while ids.shape[1] < total:
+        nxt = sample(logits, temperature, top_k, rng)                       # (B,)
+        ids = np.concatenate([ids, nxt[:, None]], axis=1)                   # (B,T+1)
+        if ids.shape[1] == total:
             break
-        window = ids[:, -(config.context_len // 2 or 1):]                   # slide
+        if t == config.context_len:                                         # the caches are full: slide
+            visible = ids[:, -(config.context_len // 2 or 1):]              # (B,C/2), nxt included
+            caches, logits = prefill(params, config, visible, luts)
+            t = visible.shape[1]
+        else:
+            logits = step(params, config, nxt, t, caches, luts)             # (B,V)
+            t += 1
     return ids[0] if single else ids

@@ -17,6 +17,7 @@ V = 50,304, L = 12, N = 4, D = 768 -> 72 KiB loaded per token and a table of
 about 3.5 GB in storage — `lut_footprint(50304, 12, 4, 768, 2)`.
 """
 
+import hashlib
 import os
 import tempfile
 
@@ -152,3 +153,13 @@ def open_tables(folder, shapes, dtype):
     """Open folder/<name>.npy for each {name: shape} as a counting LookupTable on a memmap."""
     return {name: LookupTable(open_lut(os.path.join(folder, name + ".npy"), shape, dtype))
             for name, shape in shapes.items()}
+
+
+def fingerprint(arrays):
+    """12 hex digits identifying a dict of arrays (names, shapes, dtypes, values)."""
+    h = hashlib.sha1()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}{a.shape}{a.dtype}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:12]

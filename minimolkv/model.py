@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from minimolkv import attention, moe, mole, molkv, ops
-from minimolkv.errors import check_ids, check_positive_int
+from minimolkv.errors import check_ids, check_params, check_positive_int
 
 KINDS = ("dense", "moe", "mole", "molkv")
 EXPERTS = {"moe": moe, "mole": mole, "molkv": molkv}     # the expert block module of each kind
@@ -213,7 +213,7 @@ class LayerCache(NamedTuple):
 class ModelCache(NamedTuple):
     """What model.forward keeps for model.backward."""
     config: Config
-    emb: tuple          # embedding cache (ids)
+    emb: tuple          # embedding cache (ids, table shape, dtype)
     layers: list        # one LayerCache per layer
     ln_f: tuple
     head: tuple
@@ -221,23 +221,33 @@ class ModelCache(NamedTuple):
 
 
 def check_inputs(params, config, ids, targets=None):
+    """Bad ids, targets or parameters raise an error that names them."""
     check_ids(ids, config.vocab_size, "ids")
     if ids.ndim != 2:
         raise ValueError(f"ids must be a (B,T) array of token ids, got shape {ids.shape}")
     if ids.shape[1] > config.context_len:
         raise ValueError(f"ids has T={ids.shape[1]} tokens, longer than context_len={config.context_len}")
-    if ids.shape[1] == 0:
-        raise ValueError("ids must hold at least one token per row")
+    if ids.shape[0] == 0 or ids.shape[1] == 0:
+        raise ValueError(f"ids must hold at least one token per row, got shape {ids.shape}")
     if targets is not None:
         check_ids(targets, config.vocab_size, "targets")
         if targets.shape != ids.shape:
             raise ValueError(f"targets must have the shape of ids {ids.shape}, got {targets.shape}")
+    check_params_fit(params, config)
+
+
+def check_params_fit(params, config):
+    """params must be exactly the dict init(config) makes: same keys, shapes, one float dtype."""
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be the dict from model.init, got {type(params).__name__}")
     expected = init_shapes(config)
-    if set(params) != set(expected) or any(params[k].shape != s for k, s in expected.items()):
-        wrong = sorted(set(params) ^ set(expected)) or \
-            [k for k, s in expected.items() if params[k].shape != s]
-        raise ValueError(f"params do not fit this config (kind={config.kind!r}); "
-                         f"first mismatch: {wrong[0]!r}")
+    extra = sorted(set(params) - set(expected))
+    if extra:
+        raise ValueError(f"params do not fit this config (kind={config.kind!r}): unexpected {extra[0]!r}")
+    try:
+        check_params(params, expected)
+    except ValueError as err:
+        raise ValueError(f"params do not fit this config (kind={config.kind!r}): {err}") from None
 
 
 @functools.lru_cache(maxsize=32)
@@ -265,7 +275,7 @@ def forward(params, config, ids, targets=None, luts=None):
         a, c_attn = attention.forward(sub(params, pre + "attn."), a_in, config.n_heads)  # (B,T,D)
         x = x + a                                                          # (B,T,D)
         h, c_ln2 = ops.rmsnorm_forward(x, params[pre + "ln2"])             # (B,T,D)
-        f, c_ffn = ffn_forward(sub(params, pre + "ffn."), h) if config.d_ff else (0.0, None)
+        f, c_ffn = ffn_forward(sub(params, pre + "ffn."), h) if config.d_ff else (0.0, None)  # (B,T,D)
         y, c_exp = experts_forward(config, sub(params, pre + config.kind + "."), h, e, ids,
                                    layer_luts(config, luts, l))            # (B,T,D)
         x = x + f + y                                                      # (B,T,D)
@@ -298,22 +308,25 @@ def backward(cache, dloss=1.0):
         pre = f"layers.{l}."
         c_ln1, c_attn, c_ln2, c_ffn, c_exp = layers[l]
         # x = x + f + y: the residual passes dx through; f and y both get dx
-        dh, de, g = experts_backward(config, dx, c_exp)                    # (B,T,D)
+        # y = experts(h, e)
+        dh, de, g = experts_backward(config, dx, c_exp)                    # (B,T,D), (B,T,D) or None
         put(grads, pre + config.kind + ".", g)
         if de is not None:
             de_experts += de                                               # e feeds every layer's experts
+        # f = ffn(h)
         if c_ffn is not None:
-            dh_ffn, g = ffn_backward(dx, c_ffn)
+            dh_ffn, g = ffn_backward(dx, c_ffn)                            # (B,T,D)
             put(grads, pre + "ffn.", g)
-            dh = dh + dh_ffn                                               # h feeds ffn and experts
+            dh = dh + dh_ffn                                               # h feeds ffn and experts: sum
         # h = rmsnorm(x, ln2)
-        dx_ln2, grads[pre + "ln2"] = ops.rmsnorm_backward(dh, c_ln2)
-        dx = dx + dx_ln2
-        # x = x + attn(rmsnorm(x, ln1))
-        da_in, g = attention.backward(dx, c_attn)
+        dx_ln2, grads[pre + "ln2"] = ops.rmsnorm_backward(dh, c_ln2)       # (B,T,D)
+        dx = dx + dx_ln2                                                   # x feeds h and the residual
+        # x = x + a, a = attn(a_in)
+        da_in, g = attention.backward(dx, c_attn)                          # (B,T,D)
         put(grads, pre + "attn.", g)
-        dx_ln1, grads[pre + "ln1"] = ops.rmsnorm_backward(da_in, c_ln1)
-        dx = dx + dx_ln1
+        # a_in = rmsnorm(x, ln1)
+        dx_ln1, grads[pre + "ln1"] = ops.rmsnorm_backward(da_in, c_ln1)    # (B,T,D)
+        dx = dx + dx_ln1                                                   # x feeds a_in and the residual
     # x = e + pos_emb[:T]
     T = dx.shape[1]
     grads["pos_emb"] = np.zeros((config.context_len, dx.shape[2]), dtype=dx.dtype)

@@ -105,8 +105,8 @@ def forward(params, h, e):
     s, c_soft = ops.softmax_forward(logits)                                      # (B,T,N)
     u, c_experts = experts_forward(params, e)                                    # (B,T,N,D)
     y = np.einsum("btn,btnd->btd", s, u)                                         # (B,T,D)
-    return y, {"params": params, "s": s, "u": u, "router": c_router, "softmax": c_soft,
-               "experts": c_experts}
+    return y, {"params": params, "s": s, "u": u, "c_router": c_router, "c_soft": c_soft,
+               "c_experts": c_experts}
 
 
 def backward(dy, cache):
@@ -117,11 +117,11 @@ def backward(dy, cache):
     ds = np.einsum("btd,btnd->btn", dy, u)                                       # (B,T,N)
     du = s[..., None] * dy[:, :, None, :]                                        # (B,T,N,D)
     # u[n] = FFN_n(rmsnorm(e, norm))
-    de, grads = experts_backward(du, cache["params"], cache["experts"])          # (B,T,D)
+    de, grads = experts_backward(du, cache["params"], cache["c_experts"])        # (B,T,D)
     # s = softmax(logits)
-    dlogits = ops.softmax_backward(ds, cache["softmax"])                         # (B,T,N)
+    dlogits = ops.softmax_backward(ds, cache["c_soft"])                          # (B,T,N)
     # logits = h @ router
-    dh, grads["router"] = ops.linear_backward(dlogits, cache["router"])          # (B,T,D), (D,N)
+    dh, grads["router"] = ops.linear_backward(dlogits, cache["c_router"])        # (B,T,D), (D,N)
     return dh, de, grads
 
 

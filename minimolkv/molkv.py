@@ -201,7 +201,8 @@ def attend_forward(q, K, Vv, allowed=None):
     V_flat = Vv.reshape(B, Tk * N, D)                       # (B,Tk,N,D) -> (B,Tk*N,D)
     S = qs @ K_flat.transpose(0, 2, 1)                      # (B,Tq,Dk) @ (B,Dk,Tk*N) -> (B,Tq,Tk*N)
     if allowed is not None:
-        S.reshape(B, Tq, Tk, N)[:, ~allowed] = -np.inf      # (B,Tq,Tk,N) view: masked (t, j), every n, in place
+        allowed_flat = np.repeat(allowed, N, axis=1)        # (Tq,Tk) -> (Tq,Tk*N): position j's N experts share its mask
+        S[:, ~allowed_flat] = -np.inf                       # (B,Tq,Tk*N) in place
     P_flat, _ = ops.softmax_forward(S)                      # (B,Tq,Tk*N) jointly over (j, n)
     del S                                                   # the cache keeps P only
     y = P_flat @ V_flat                                     # (B,Tq,Tk*N) @ (B,Tk*N,D) -> (B,Tq,D)
@@ -245,7 +246,7 @@ def forward(params, h, e, window=None):
     K, Vv, c_experts = experts_forward(params, e)                # (B,T,N,Dk), (B,T,N,D)
     q, c_query = ops.linear_forward(h, params["query"])          # (B,T,D) -> (B,T,Dk)
     y, c_attend = attend_forward(q, K, Vv, window_mask(T, window))  # (B,T,D)
-    return y, {"params": params, "experts": c_experts, "query": c_query, "attend": c_attend}
+    return y, {"params": params, "c_experts": c_experts, "c_query": c_query, "attend": c_attend}
 
 
 def backward(dy, cache):
@@ -273,9 +274,9 @@ def backward(dy, cache):
     # y = attention of q over the key-value experts (K, Vv)
     dq, dK, dVv = attend_backward(dy, c_attend)                  # (B,T,Dk), (B,T,N,Dk), (B,T,N,D)
     # q = h @ query
-    dh, d_query = ops.linear_backward(dq, cache["query"])        # (B,T,D), (D,Dk)
+    dh, d_query = ops.linear_backward(dq, cache["c_query"])        # (B,T,D), (D,Dk)
     # K, Vv = the expert FFNs of e
-    de, g = experts_backward(dK, dVv, cache["params"], cache["experts"])  # (B,T,D)
+    de, g = experts_backward(dK, dVv, cache["params"], cache["c_experts"])  # (B,T,D)
     grads = {"norm": g["norm"], "query": d_query, "up": g["up"],
              "down_k": g["down_k"], "down_v": g["down_v"]}
     return dh, de, grads

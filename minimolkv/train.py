@@ -169,20 +169,33 @@ def load_checkpoint(folder):
         raise ValueError(f"{folder!r} holds a damaged checkpoint: {err}") from None
     except (zipfile.BadZipFile, EOFError, OSError, json.JSONDecodeError, KeyError) as err:
         raise ValueError(f"{folder!r} holds a damaged or truncated checkpoint ({type(err).__name__}: {err})") from None
-    if int(arrays.get("step", -1)) != meta["step"]:
+    if int(arrays.get("step", -1)) != meta.get("step"):
         raise ValueError(f"{folder!r}: checkpoint.npz is at step {arrays.get('step')} but config.json "
-                         f"at step {meta['step']}; they do not belong together")
-    config = model.Config.from_dict(meta["model"])
-    params = {k[len("params."):]: v for k, v in arrays.items() if k.startswith("params.")}
-    model.check_inputs(params, config, np.zeros((1, 1), dtype=np.int64))   # the params fit the config
-    rng = np.random.default_rng()
-    rng.bit_generator.state = meta["rng"]
-    return {
-        "params": params, "opt": state_from_arrays(arrays), "step": meta["step"], "rng": rng,
-        "config": config, "settings": Settings(**meta["settings"]), "data": DataSpec(**meta["data"]),
-        "tokenizer": tokenizer_from_dict(meta["tokenizer"]), "metrics": meta["metrics"],
-        "prompt": meta["prompt"],
-    }
+                         f"at step {meta.get('step')}; they do not belong together")
+    try:
+        config = model.Config.from_dict(meta["model"])
+        params = {k[len("params."):]: v for k, v in arrays.items() if k.startswith("params.")}
+        model.check_params_fit(params, config)
+        rng = np.random.default_rng()
+        rng.bit_generator.state = meta["rng"]
+        return {
+            "params": params, "opt": state_from_arrays(arrays), "step": meta["step"], "rng": rng,
+            "config": config, "settings": Settings(**meta["settings"]), "data": DataSpec(**meta["data"]),
+            "tokenizer": tokenizer_from_dict(meta["tokenizer"]), "metrics": meta["metrics"],
+            "prompt": meta["prompt"],
+        }
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{folder!r} holds a checkpoint that does not fit this version of minimolkv "
+                         f"({type(err).__name__}: {err})") from None
+
+
+def check_same_tokenizer(run, dataset):
+    """Resuming re-reads the data; its tokenizer must be the one the run was trained with
+    (the stdlib corpus differs a little between Python versions, and so would BPE)."""
+    if dataset.tokenizer.to_dict() != run["tokenizer"].to_dict():
+        raise ValueError(f"the data {run['data'].name!r} now tokenizes differently from when this run "
+                         "was trained (another Python version's docstrings, or a changed file); "
+                         "resuming would scramble the token ids")
 
 
 # ----------------------------------------------------------------------------

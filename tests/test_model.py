@@ -25,6 +25,14 @@ def test_whole_model_gradient(kind):
         assert row.error < MODEL_TOL, f"{row.name}: {row.error:.2e}"
 
 
+@pytest.mark.parametrize("kind, sizes", [("moe", {"d_ff": 0}), ("molkv", {"window": None}),
+                                         ("mole", {"n_layers": 1})])
+def test_whole_model_gradient_in_other_shapes(kind, sizes):
+    """compare's MoE has no dense FFN; MoLKV without a window attends over everything."""
+    for row in check_model(kind, seed=1, **sizes):
+        assert row.error < MODEL_TOL, f"{row.name}: {row.error:.2e}"
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_fresh_model_loss_is_about_ln_v(kind):
     config = model.Config(kind=kind)
@@ -70,11 +78,28 @@ def test_seeded_sampling_is_reproducible_and_one_dim_prompts_work():
     assert np.all((a >= 0) & (a < config.vocab_size))
 
 
-def test_generation_past_the_context_slides():
-    config, params, _, _ = model_setup("molkv")            # context_len 8
-    out = generate(params, config, np.array([1, 2, 3]), n_tokens=20, temperature=0)
-    assert out.shape == (23,)
-    np.testing.assert_array_equal(out[:3], [1, 2, 3])
+def greedy_sliding_reference(params, config, prompt, n):
+    """The sliding rule by full re-forwards: the model sees ids[:, start:], at most
+    context_len tokens; when one more would not fit, start jumps so that the
+    last context_len // 2 tokens are kept."""
+    C = config.context_len
+    ids, start = prompt.copy(), max(0, prompt.shape[1] - C)
+    for _ in range(n):
+        _, logits, _ = model.forward(params, config, ids[:, start:])
+        ids = np.concatenate([ids, np.argmax(logits[:, -1], axis=-1)[:, None]], axis=1)
+        if ids.shape[1] - start > C:
+            start = ids.shape[1] - C // 2
+    return ids
+
+
+@pytest.mark.parametrize("kind", ("dense", "molkv"))
+@pytest.mark.parametrize("prompt_len", (3, 10))           # shorter and longer than context_len 8
+def test_generation_past_the_context_slides(kind, prompt_len):
+    config, params, _, _ = model_setup(kind)
+    prompt = np.arange(prompt_len)[None] % config.vocab_size
+    out = generate(params, config, prompt, n_tokens=20, temperature=0)
+    assert out.shape == (1, prompt_len + 20)
+    np.testing.assert_array_equal(out, greedy_sliding_reference(params, config, prompt, 20))
 
 
 def test_count_params_follows_the_formulas():
@@ -113,6 +138,12 @@ def test_bad_inputs_name_the_problem():
         model.forward(params, dataclasses.replace(config, kind="mole"), ids)
     with pytest.raises(ValueError, match="n_tokens must be an integer"):
         generate(params, config, np.array([1]), -1)
+    with pytest.raises(ValueError, match="temperature must be a finite number"):
+        generate(params, config, np.array([1]), 3, temperature=float("nan"))
+    with pytest.raises(ValueError, match="params do not fit this config"):
+        generate({k: v for k, v in params.items() if k != "ln_f"}, config, np.array([1]), 3)
+    with pytest.raises(TypeError, match="mixes dtypes"):
+        model.forward(dict(params, ln_f=params["ln_f"].astype(np.float32)), config, ids)
     with pytest.raises(ValueError, match="backward needs a training-mode forward"):
         model.backward(model.forward(params, config, ids, targets, luts=model.build_luts(params, config))[2])
 

@@ -117,7 +117,13 @@ def test_train_and_sample_commands_end_to_end(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(out), "--tokens", "5", "--temperature", "0"]) == 0
     text = capsys.readouterr().out
     assert "lookup tables" in text and "per token" in text
-    assert any(p.name.startswith("luts-step6") for p in out.iterdir())
+    tables = [p for p in out.iterdir() if p.name.startswith("luts-")]
+    assert len(tables) == 1 and sorted(q.name for q in tables[0].iterdir())[0] == "layers.0.molkv.k.npy"
+    # another run into the same folder must not decode from the first run's tables
+    assert main(args[:-4] + ["--seed", "1", "--out", str(out)] ) == 0
+    assert main(["sample", "--checkpoint", str(out), "--tokens", "5", "--temperature", "0"]) == 0
+    newer = [p for p in out.iterdir() if p.name.startswith("luts-")]
+    assert len(newer) == 1 and newer != tables                   # rebuilt, the stale ones removed
 
 
 def test_bad_train_arguments_exit_2_with_one_line(tmp_path, capsys):
