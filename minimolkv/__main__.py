@@ -296,7 +296,7 @@ def cmd_bench(args):
     config = config_from_args(args, args.parser, **quick)
     print(f"Benchmarking {', '.join(args.kinds)}{' (quick, tiny sizes)' if args.quick else ''}; "
           "this takes about a minute without --quick.", flush=True)
-    results = bench.run(config, bench.QUICK if args.quick else bench.Settings(), kinds=args.kinds,
+    results = bench.run(config, bench.QUICK if args.quick else bench.BenchSettings(), kinds=args.kinds,
                         log=lambda line: print(line, flush=True))
     print("\n" + bench.format_report(results))
     return 0

@@ -27,7 +27,7 @@ API:
 import numpy as np
 
 from minimolkv import ops
-from minimolkv.errors import check_array, check_params, check_positive_int
+from minimolkv.errors import check_array, check_input, check_params, check_positive_int
 
 
 def _param_shapes(d_model):
@@ -51,9 +51,7 @@ def _check_params_and_input(params, x, name, ndim):
     if x.shape[-1] != d_model:
         raise ValueError(f"{name} has {x.shape[-1]} features (last dim of shape {x.shape}), "
                          f"but the params have d_model={d_model}")
-    if x.dtype != dtype:
-        raise TypeError(f"{name} has dtype {x.dtype} but the params are {dtype}; "
-                        f"convert one of them, dtypes are never mixed")
+    check_input(x, name, x.shape[:-1] + (d_model,), dtype)
     return d_model, dtype
 
 

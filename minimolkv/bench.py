@@ -60,7 +60,7 @@ GOAL_DECODE_RATIO = 2.0        # decode ms/token at the long T within 2x of the 
 
 
 @dataclass(frozen=True)
-class Settings:
+class BenchSettings:
     """How much to measure (the model's sizes are in model.Config)."""
     batch_size: int = 16              # B of the train step and the forwards
     warmup: int = 3                   # untimed calls before timing
@@ -71,7 +71,7 @@ class Settings:
     decode_repeats: int = 30
 
 
-QUICK = Settings(batch_size=4, warmup=1, repeats=3, matmul_n=512, matmul_repeats=5,
+QUICK = BenchSettings(batch_size=4, warmup=1, repeats=3, matmul_n=512, matmul_repeats=5,
                  decode_T=(4, 16), decode_repeats=5)
 QUICK_SIZES = dict(vocab_size=64, context_len=16, d_model=16, n_layers=1, n_heads=2, d_ff=32,
                    n_experts=2, d_expert=16, d_key=8)      # a tiny model for --quick and the tests
@@ -242,7 +242,7 @@ def environment():
 # the whole benchmark
 # ----------------------------------------------------------------------------
 
-def run(config, settings=Settings(), kinds=model.KINDS, log=print):
+def run(config, settings=BenchSettings(), kinds=model.KINDS, log=print):
     """Measure every kind of `config` (its kind is replaced). Returns a results dict
     for format_report; `log` gets one progress line per measurement."""
     s = settings

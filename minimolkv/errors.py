@@ -28,6 +28,18 @@ def check_array(x, name, ndim=None, shape=None, floating=False):
     return x
 
 
+def check_input(x, name, shape, dtype):
+    """A layer's input: a float array of `shape` (None = any size, but never 0)
+    in the parameters' dtype — dtypes are never mixed silently."""
+    check_array(x, name, shape=shape, floating=True)
+    if x.dtype != dtype:
+        raise TypeError(f"{name} has dtype {x.dtype} but the parameters are {dtype}; "
+                        "convert one of them, dtypes are never mixed")
+    if 0 in x.shape:
+        raise ValueError(f"{name} must not be empty, got shape {x.shape}")
+    return x
+
+
 def check_ids(ids, vocab_size, name="ids"):
     """Token ids: an integer array with every value in [0, vocab_size)."""
     if not isinstance(ids, np.ndarray):

@@ -24,24 +24,26 @@ import tempfile
 import numpy as np
 
 
-def save_lut(path, table):
-    """Write `table` (any ndarray) to `path` as .npy, atomically.
-
-    The file is written under a temporary name in the same folder, then
-    renamed with os.replace: a crash never leaves a half-written table.
-    """
-    table = np.ascontiguousarray(table)
+def atomic_write(path, write):
+    """Call write(file) on a temporary file beside `path`, then rename it over
+    `path` with os.replace: a crash never leaves a half-written file."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.lib.format.write_array(f, table, allow_pickle=False)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def save_lut(path, table):
+    """Write `table` (any ndarray) to `path` as .npy, atomically."""
+    table = np.ascontiguousarray(table)
+    atomic_write(path, lambda f: np.lib.format.write_array(f, table, allow_pickle=False))
     return path
 
 

@@ -64,7 +64,7 @@ class Config:
         for name in ("vocab_size", "context_len", "d_model", "n_layers", "n_heads",
                      "n_experts", "d_expert", "d_key", "top_k"):
             check_positive_int(getattr(self, name), name)
-        if isinstance(self.d_ff, bool) or not isinstance(self.d_ff, int) or self.d_ff < 0:
+        if isinstance(self.d_ff, bool) or not isinstance(self.d_ff, (int, np.integer)) or self.d_ff < 0:
             raise ValueError(f"d_ff must be an integer >= 0 (0: no dense FFN), got {self.d_ff!r}")
         check_positive_int(self.window, "window", allow_none=True)
         if self.d_model % self.n_heads:

@@ -38,7 +38,7 @@ API:
 import numpy as np
 
 from minimolkv import ops
-from minimolkv.errors import check_array, check_params, check_positive_int
+from minimolkv.errors import check_array, check_input, check_params, check_positive_int
 
 
 def _check_params_and_input(params, h):
@@ -52,9 +52,7 @@ def _check_params_and_input(params, h):
     if h.shape[-1] != D:
         raise ValueError(f"h has {h.shape[-1]} features (last dim of shape {h.shape}), "
                          f"but the params have d_model={D}")
-    if h.dtype != dtype:
-        raise TypeError(f"h has dtype {h.dtype} but the params are {dtype}; "
-                        f"convert one of them, dtypes are never mixed")
+    check_input(h, "h", (None, None, D), dtype)
     return D, F, N
 
 

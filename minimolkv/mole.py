@@ -28,7 +28,7 @@ disk (see lut.py).
 import numpy as np
 
 from minimolkv import ops
-from minimolkv.errors import check_array, check_ids, check_params, check_positive_int
+from minimolkv.errors import check_array, check_ids, check_input, check_params, check_positive_int
 
 
 def init(rng, d_model, d_ff, n_experts, dtype=np.float64):
@@ -55,13 +55,6 @@ def check(params):
     N, D, F = params["up"].shape
     dtype = check_params(params, {"norm": (D,), "router": (D, N), "up": (N, D, F), "down": (N, F, D)})
     return D, F, N, dtype
-
-
-def _check_hidden(h, D, dtype, name="h"):
-    """h must be (B,T,D) in the parameters' dtype."""
-    check_array(h, name, ndim=3, shape=(None, None, D), floating=True)
-    if h.dtype != dtype:
-        raise TypeError(f"{name} has dtype {h.dtype} but the parameters are {dtype}; convert one of them")
 
 
 def experts_forward(params, e):
@@ -97,8 +90,8 @@ def experts_backward(du, params, cache):
 def forward(params, h, e):
     """h (B,T,D), e (B,T,D) -> y (B,T,D), cache."""
     D, F, N, dtype = check(params)
-    _check_hidden(h, D, dtype, "h")
-    _check_hidden(e, D, dtype, "e")
+    check_input(h, "h", (None, None, D), dtype)
+    check_input(e, "e", (None, None, D), dtype)
     if h.shape != e.shape:
         raise ValueError(f"h and e must have the same shape (B,T,D), got h {h.shape} and e {e.shape}")
     logits, c_router = ops.linear_forward(h, params["router"])                  # (B,T,D) -> (B,T,N)
@@ -113,6 +106,8 @@ def backward(dy, cache):
     """dy (B,T,D) -> dh (B,T,D), de (B,T,D), grads {norm, router, up, down}."""
     s, u = cache["s"], cache["u"]                                                # (B,T,N), (B,T,N,D)
     check_array(dy, "dy", shape=u.shape[:2] + u.shape[3:])
+    if dy.dtype != u.dtype:
+        raise TypeError(f"dy has dtype {dy.dtype} but the forward ran in {u.dtype}")
     # y = sum_n s[n] * u[n]
     ds = np.einsum("btd,btnd->btn", dy, u)                                       # (B,T,N)
     du = s[..., None] * dy[:, :, None, :]                                        # (B,T,N,D)
@@ -132,9 +127,7 @@ def build_lut(params, emb):
     parameters' dtype; save it with lut.save_lut to keep it on disk.
     """
     D, F, N, dtype = check(params)
-    check_array(emb, "emb", ndim=2, shape=(None, D), floating=True)
-    if emb.dtype != dtype:
-        raise TypeError(f"emb has dtype {emb.dtype} but the parameters are {dtype}; convert one of them")
+    check_input(emb, "emb", (None, D), dtype)
     u, _ = experts_forward(params, emb)                                          # (V,D) -> (V,N,D)
     return u
 
@@ -152,7 +145,9 @@ def forward_lut(params, h, ids, lut):
     check_array(params["router"], "params['router']", ndim=2, floating=True)
     D, N = params["router"].shape
     dtype = params["router"].dtype
-    _check_hidden(h, D, dtype, "h")
+    check_input(h, "h", (None, None, D), dtype)
+    if not hasattr(lut, "shape") or not hasattr(lut, "dtype"):
+        raise TypeError(f"lut must be an array, np.memmap or LookupTable, got {type(lut).__name__}")
     if len(lut.shape) != 3 or tuple(lut.shape[1:]) != (N, D):
         raise ValueError(f"lut must have shape (V, N={N}, D={D}), got {tuple(lut.shape)}")
     if lut.dtype != dtype:

@@ -51,7 +51,7 @@ the softmax.
 import numpy as np
 
 from minimolkv import ops
-from minimolkv.errors import check_array, check_ids, check_params, check_positive_int
+from minimolkv.errors import check_array, check_ids, check_input, check_params, check_positive_int
 
 
 def _param_shapes(D, F, N, Dk):
@@ -89,21 +89,6 @@ def check(params):
     Dk = params["query"].shape[1]
     dtype = check_params(params, _param_shapes(D, F, N, Dk))
     return D, F, N, Dk, dtype
-
-
-def _check_float(x, name, shape, dtype):
-    """x must be an array of `shape` (None = any size) in the parameters' dtype."""
-    check_array(x, name, shape=shape, floating=True)
-    if x.dtype != dtype:
-        raise TypeError(f"{name} has dtype {x.dtype} but the parameters are {dtype}; "
-                        "convert one of them, dtypes are never mixed")
-
-
-def _check_hidden(h, D, dtype):
-    """h must be (B,T,D) in the parameters' dtype, with B, T >= 1."""
-    _check_float(h, "h", (None, None, D), dtype)
-    if h.shape[0] == 0 or h.shape[1] == 0:
-        raise ValueError(f"h must hold at least one sequence of one position, got shape {h.shape}")
 
 
 def check_inference(params, lut_k, lut_v):
@@ -238,8 +223,8 @@ def forward(params, h, e, window=None):
     """h (B,T,D), e (B,T,D) -> y (B,T,D), cache. window: None or an integer >= 1."""
     D, F, N, Dk, dtype = check(params)
     window = check_positive_int(window, "window", allow_none=True)
-    _check_hidden(h, D, dtype)
-    _check_float(e, "e", (None, None, D), dtype)
+    check_input(h, "h", (None, None, D), dtype)
+    check_input(e, "e", (None, None, D), dtype)
     if h.shape != e.shape:
         raise ValueError(f"h and e must have the same shape (B,T,D), got h {h.shape} and e {e.shape}")
     T = h.shape[1]
@@ -293,7 +278,7 @@ def build_lut(params, emb):
     keep them on disk.
     """
     D, F, N, Dk, dtype = check(params)
-    _check_float(emb, "emb", (None, D), dtype)
+    check_input(emb, "emb", (None, D), dtype)
     lut_k, lut_v, _ = experts_forward(params, emb)               # (V,N,Dk), (V,N,D)
     return lut_k, lut_v
 
@@ -306,7 +291,7 @@ def forward_lut(params, h, ids, lut_k, lut_v, window=None):
     """
     D, N, Dk, dtype, V = check_inference(params, lut_k, lut_v)
     window = check_positive_int(window, "window", allow_none=True)
-    _check_hidden(h, D, dtype)
+    check_input(h, "h", (None, None, D), dtype)
     check_ids(ids, V, "ids")
     if ids.shape != h.shape[:2]:
         raise ValueError(f"ids must have shape (B,T) = {h.shape[:2]} to match h, got {ids.shape}")
@@ -332,7 +317,7 @@ def decode_step(params, h_t, ids_t, lut_k, lut_v, state, window=None):
     """
     D, N, Dk, dtype, V = check_inference(params, lut_k, lut_v)
     window = check_positive_int(window, "window", allow_none=True)
-    _check_float(h_t, "h_t", (None, D), dtype)
+    check_input(h_t, "h_t", (None, D), dtype)
     B = h_t.shape[0]
     check_ids(ids_t, V, "ids_t")
     if ids_t.shape != (B,):

@@ -26,7 +26,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ import numpy as np
 
 from minimolkv import model
 from minimolkv.errors import check_positive_int
+from minimolkv.lut import atomic_write
 from minimolkv.data import get_batch, load_dataset
 from minimolkv.optim import adamw_init, adamw_step, clip_grad_norm, lr_schedule, state_from_arrays, \
     state_to_arrays
@@ -102,27 +102,13 @@ def evaluate(params, config, ids, settings):
 # checkpoints
 # ----------------------------------------------------------------------------
 
-def _atomic_write(path, write):
-    """write(file object) into a temporary file beside `path`, then rename it over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_checkpoint(folder, run):
     """Write run (params, opt, rng, step, config, settings, data, tokenizer, metrics) to `folder`."""
     os.makedirs(folder, exist_ok=True)
     arrays = {"params." + k: v for k, v in run["params"].items()}
     arrays.update(state_to_arrays(run["opt"]))
     arrays["step"] = np.array(run["step"], dtype=np.int64)
-    _atomic_write(os.path.join(folder, "checkpoint.npz"), lambda f: np.savez(f, **arrays))
+    atomic_write(os.path.join(folder, "checkpoint.npz"), lambda f: np.savez(f, **arrays))
     meta = {
         "format": FORMAT,
         "step": run["step"],
@@ -135,8 +121,8 @@ def save_checkpoint(folder, run):
         "prompt": run["prompt"],
     }
     text = json.dumps(meta, indent=1).encode()
-    _atomic_write(os.path.join(folder, "config.json"), lambda f: f.write(text))
-    _atomic_write(os.path.join(folder, "metrics.csv"), lambda f: f.write(metrics_csv(run["metrics"])))
+    atomic_write(os.path.join(folder, "config.json"), lambda f: f.write(text))
+    atomic_write(os.path.join(folder, "metrics.csv"), lambda f: f.write(metrics_csv(run["metrics"])))
 
 
 def metrics_csv(rows):

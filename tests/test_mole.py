@@ -98,7 +98,7 @@ def test_bad_inputs_name_the_argument(setup):
         mole.forward(params, h, e[:, :3])
     with pytest.raises(ValueError, match=r"e must have shape \(\*, \*, 6\)"):
         mole.forward(params, h, e[..., :4])
-    with pytest.raises(ValueError, match=r"h must have 3 dimensions"):
+    with pytest.raises(ValueError, match=r"h must have shape \(\*, \*, 6\), got \(5, 6\)"):
         mole.forward(params, h[0], e)
     with pytest.raises(TypeError, match="h has dtype float32"):
         mole.forward(params, h.astype(np.float32), e)
