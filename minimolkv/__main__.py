@@ -290,7 +290,7 @@ def cmd_compare(args):
 # ----------------------------------------------------------------------------
 
 def cmd_bench(args):
-    from minimolkv import bench
+    from minimolkv import bench, bench_report
 
     quick = {k: v for k, v in bench.QUICK_SIZES.items() if args.quick and getattr(args, k) is None}
     config = config_from_args(args, args.parser, **quick)
@@ -298,7 +298,7 @@ def cmd_bench(args):
           "this takes about a minute without --quick.", flush=True)
     results = bench.run(config, bench.QUICK if args.quick else bench.BenchSettings(), kinds=args.kinds,
                         log=lambda line: print(line, flush=True))
-    print("\n" + bench.format_report(results))
+    print("\n" + bench_report.format_report(results))
     return 0
 
 

@@ -3,7 +3,7 @@
 import dataclasses
 import math
 
-from minimolkv import bench, model
+from minimolkv import bench, bench_report, model
 from minimolkv.__main__ import main
 
 
@@ -21,7 +21,7 @@ def test_quick_bench_reports_every_kind_with_finite_positive_numbers():
         else:
             assert "lut_fwd_s" not in row                  # dense and moe have no lookup tables
         assert all(math.isfinite(x) and x > 0 for x in numbers), (kind, row)
-    report = bench.format_report(results)
+    report = bench_report.format_report(results)
     header, train, flops, lut, decode, goals = report.split("\n\n")
     first_cells = lambda section: [line.split()[0] for line in section.splitlines()[3:]]  # noqa: E731
     assert first_cells(train) == first_cells(decode) == list(model.KINDS)
