@@ -57,15 +57,37 @@ def check(params):
     return D, F, N, dtype
 
 
+def hidden_forward(params, e):
+    """The experts' hidden layer: e (...,D) -> a (...,N,F), a[n] = gelu(rmsnorm(e, norm) @ up[n]).
+
+    MoLKV's experts share it (molkv.py adds two heads where MoLE has one).
+    """
+    e_hat, c_norm = ops.rmsnorm_forward(e, params["norm"])                       # (...,D)
+    z = np.einsum("...d,ndf->...nf", e_hat, params["up"], optimize=True)        # (...,N,F)
+    a, c_gelu = ops.gelu_forward(z)                                              # (...,N,F)
+    return a, (e_hat, c_norm, c_gelu)
+
+
+def hidden_backward(da, params, e_hat, c_norm, c_gelu):
+    """da (...,N,F) -> de (...,D), grads of norm and up."""
+    # a = gelu(z)
+    dz = ops.gelu_backward(da, c_gelu)                                           # (...,N,F)
+    # z = einsum(e_hat, up): every expert reads the same e_hat, so its gradient sums over n
+    # (optimize=True also lets einsum sum over the "..." axes the output drops; NumPy refuses that without it)
+    d_up = np.einsum("...d,...nf->ndf", e_hat, dz, optimize=True)               # (N,D,F) summed over (...)
+    de_hat = np.einsum("...nf,ndf->...d", dz, params["up"], optimize=True)      # (...,D)
+    # e_hat = rmsnorm(e, norm)
+    de, d_norm = ops.rmsnorm_backward(de_hat, c_norm)                            # (...,D), (D,)
+    return de, {"norm": d_norm, "up": d_up}
+
+
 def experts_forward(params, e):
     """Every expert on the token embeddings: e (...,D) -> u (...,N,D).
 
     Used by forward (e = the batch's embeddings) and by build_lut (e = the
     whole embedding table), so the table holds exactly what training computed.
     """
-    e_hat, c_norm = ops.rmsnorm_forward(e, params["norm"])                       # (...,D)
-    z = np.einsum("...d,ndf->...nf", e_hat, params["up"], optimize=True)        # (...,N,F)
-    a, c_gelu = ops.gelu_forward(z)                                              # (...,N,F)
+    a, (e_hat, c_norm, c_gelu) = hidden_forward(params, e)                       # (...,N,F)
     u = np.einsum("...nf,nfd->...nd", a, params["down"], optimize=True)         # (...,N,D)
     return u, (e_hat, c_norm, a, c_gelu)
 
@@ -75,16 +97,11 @@ def experts_backward(du, params, cache):
     e_hat, c_norm, a, c_gelu = cache
     # u = einsum(a, down)
     da = np.einsum("...nd,nfd->...nf", du, params["down"], optimize=True)       # (...,N,F)
-    # (optimize=True also lets einsum sum over the "..." axes the output drops; NumPy refuses that without it)
     d_down = np.einsum("...nf,...nd->nfd", a, du, optimize=True)                # (N,F,D) summed over (...)
-    # a = gelu(z)
-    dz = ops.gelu_backward(da, c_gelu)                                           # (...,N,F)
-    # z = einsum(e_hat, up): every expert reads the same e_hat, so its gradient sums over n
-    d_up = np.einsum("...d,...nf->ndf", e_hat, dz, optimize=True)               # (N,D,F)
-    de_hat = np.einsum("...nf,ndf->...d", dz, params["up"], optimize=True)      # (...,D)
-    # e_hat = rmsnorm(e, norm)
-    de, d_norm = ops.rmsnorm_backward(de_hat, c_norm)                            # (...,D), (D,)
-    return de, {"norm": d_norm, "up": d_up, "down": d_down}
+    # a = gelu(rmsnorm(e, norm) @ up[n])
+    de, grads = hidden_backward(da, params, e_hat, c_norm, c_gelu)               # (...,D)
+    grads["down"] = d_down
+    return de, grads
 
 
 def forward(params, h, e):

@@ -50,7 +50,7 @@ the softmax.
 
 import numpy as np
 
-from minimolkv import ops
+from minimolkv import mole, ops
 from minimolkv.errors import check_array, check_ids, check_input, check_params, check_positive_int
 
 
@@ -138,9 +138,7 @@ def experts_forward(params, e):
     Used by forward (e = the batch's embeddings) and by build_lut (e = the
     whole embedding table), so the tables hold exactly what training computed.
     """
-    e_hat, c_norm = ops.rmsnorm_forward(e, params["norm"])                       # (...,D)
-    z = np.einsum("...d,ndf->...nf", e_hat, params["up"], optimize=True)        # (...,N,F)
-    a, c_gelu = ops.gelu_forward(z)                                              # (...,N,F)
+    a, (e_hat, c_norm, c_gelu) = mole.hidden_forward(params, e)                  # (...,N,F) as in MoLE
     K = np.einsum("...nf,nfk->...nk", a, params["down_k"], optimize=True)       # (...,N,Dk)
     Vv = np.einsum("...nf,nfd->...nd", a, params["down_v"], optimize=True)      # (...,N,D)
     return K, Vv, (e_hat, c_norm, a, c_gelu)
@@ -157,14 +155,10 @@ def experts_backward(dK, dVv, params, cache):
     d_down_k = np.einsum("...nf,...nk->nfk", a, dK, optimize=True)              # (N,F,Dk)
     # a feeds both heads: the two gradients meet here and add
     da = da_k + da_v                                                             # (...,N,F)
-    # a = gelu(z)
-    dz = ops.gelu_backward(da, c_gelu)                                           # (...,N,F)
-    # z = einsum(e_hat, up): every expert reads the same e_hat, so its gradient sums over n
-    d_up = np.einsum("...d,...nf->ndf", e_hat, dz, optimize=True)               # (N,D,F)
-    de_hat = np.einsum("...nf,ndf->...d", dz, params["up"], optimize=True)      # (...,D)
-    # e_hat = rmsnorm(e, norm)
-    de, d_norm = ops.rmsnorm_backward(de_hat, c_norm)                            # (...,D), (D,)
-    return de, {"norm": d_norm, "up": d_up, "down_k": d_down_k, "down_v": d_down_v}
+    # a = gelu(rmsnorm(e, norm) @ up[n]): MoLE's hidden layer, and its backward
+    de, grads = mole.hidden_backward(da, params, e_hat, c_norm, c_gelu)          # (...,D)
+    grads.update(down_k=d_down_k, down_v=d_down_v)
+    return de, grads
 
 
 def attend_forward(q, K, Vv, allowed=None):
