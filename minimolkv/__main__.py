@@ -270,11 +270,12 @@ def cmd_compare(args):
     settings = settings_from_args(args)
     spec = train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab)
     seeds = list(range(args.seeds))
-    print(f"Comparing {', '.join(compare.KINDS)} on {args.data}: {settings.steps} steps, seeds {seeds}",
+    print(f"Comparing {', '.join(args.kinds)} on {args.data}: {settings.steps} steps, seeds {seeds}",
           flush=True)
     start = time.perf_counter()
     try:
-        rows, curves = compare.compare(spec, base, settings, seeds, log=lambda line: print(line, flush=True))
+        rows, curves = compare.compare(spec, base, settings, seeds, log=lambda line: print(line, flush=True),
+                                       kinds=args.kinds)
     except (FileNotFoundError, ValueError) as err:
         args.parser.error(str(err))
     minutes = (time.perf_counter() - start) / 60
@@ -305,6 +306,7 @@ def cmd_bench(args):
 # ----------------------------------------------------------------------------
 
 def build_parser():
+    from minimolkv.model import KINDS
     parser = Parser(prog="python -m minimolkv",
                     description="minimolkv: MoLE and MoLKV expert layers in NumPy, "
                                 "every gradient by hand and checked.")
@@ -355,10 +357,11 @@ def build_parser():
     add_config_args(p, with_kind=False, with_vocab=False)
     add_training_args(p)
     p.add_argument("--seeds", type=positive_int, default=3, metavar="K", help="seeds per kind (default 3)")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), metavar="KIND",
+                   help=f"kinds to train (default all: {' '.join(KINDS)})")
     p.add_argument("--out", default="runs/compare", metavar="DIR", help="where the table and plot go")
     p.set_defaults(func=cmd_compare, parser=p)
 
-    from minimolkv.model import KINDS
     p = sub.add_parser("bench", help="speed of the train step, LUT inference and decoding, per kind",
                        description="Time the train step (tokens/s, GFLOP/s against the measured matmul "
                                    "peak), the forward from lookup tables against the train-mode forward, "
