@@ -188,13 +188,18 @@ def experts_backward(config, dy, cache):
     return np.zeros_like(dy), None, {}
 
 
+def lut_names(config, l):
+    """Names of layer l's tables: ('layers.l.mole',) or ('layers.l.molkv.k', 'layers.l.molkv.v')."""
+    pre = f"layers.{l}.{config.kind}"
+    return {"mole": (pre,), "molkv": (pre + ".k", pre + ".v")}.get(config.kind, ())
+
+
 def layer_luts(config, luts, l):
-    """The lookup table(s) of layer l, or None in training mode."""
+    """The lookup table(s) of layer l — MoLE: lut; MoLKV: (lut_k, lut_v) — or None in training mode."""
     if luts is None or config.kind not in ("mole", "molkv"):
         return None
-    if config.kind == "mole":
-        return luts[f"layers.{l}.mole"]
-    return luts[f"layers.{l}.molkv.k"], luts[f"layers.{l}.molkv.v"]
+    tables = tuple(luts[name] for name in lut_names(config, l))
+    return tables[0] if config.kind == "mole" else tables
 
 
 # ----------------------------------------------------------------------------
@@ -347,24 +352,20 @@ def build_luts(params, config):
     """
     luts = {}
     for l in range(config.n_layers):
-        pre = f"layers.{l}.{config.kind}"
-        if config.kind == "mole":
-            luts[pre] = mole.build_lut(sub(params, pre + "."), params["tok_emb"])
-        elif config.kind == "molkv":
-            luts[pre + ".k"], luts[pre + ".v"] = molkv.build_lut(sub(params, pre + "."), params["tok_emb"])
+        if config.kind in ("mole", "molkv"):
+            block = sub(params, f"layers.{l}.{config.kind}.")
+            tables = EXPERTS[config.kind].build_lut(block, params["tok_emb"])   # lut, or (lut_k, lut_v)
+            tables = (tables,) if config.kind == "mole" else tables
+            luts.update(zip(lut_names(config, l), tables))
     return luts
 
 
 def lut_shapes(config):
+    """{name: shape} of the tables build_luts makes for this config."""
     c = config
-    shapes = {}
-    for l in range(c.n_layers):
-        if c.kind == "mole":
-            shapes[f"layers.{l}.mole"] = (c.vocab_size, c.n_experts, c.d_model)
-        elif c.kind == "molkv":
-            shapes[f"layers.{l}.molkv.k"] = (c.vocab_size, c.n_experts, c.d_key)
-            shapes[f"layers.{l}.molkv.v"] = (c.vocab_size, c.n_experts, c.d_model)
-    return shapes
+    widths = {"mole": (c.d_model,), "molkv": (c.d_key, c.d_model)}.get(c.kind, ())   # keys, then values
+    return {name: (c.vocab_size, c.n_experts, width)
+            for l in range(c.n_layers) for name, width in zip(lut_names(c, l), widths)}
 
 
 def check_luts(config, luts):
