@@ -101,6 +101,13 @@ def add_config_args(p, with_kind=True, with_vocab=True):
                        help=f"default {getattr(defaults, name)}")
 
 
+def add_kinds_arg(p, verb):
+    """--kinds, for the commands that run several kinds (compare, bench)."""
+    from minimolkv.model import KINDS
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), metavar="KIND",
+                   help=f"kinds to {verb} (default all: {' '.join(KINDS)})")
+
+
 def add_training_args(p):
     """Data and optimisation options shared by train and compare."""
     from minimolkv.train import Settings
@@ -306,7 +313,6 @@ def cmd_bench(args):
 # ----------------------------------------------------------------------------
 
 def build_parser():
-    from minimolkv.model import KINDS
     parser = Parser(prog="python -m minimolkv",
                     description="minimolkv: MoLE and MoLKV expert layers in NumPy, "
                                 "every gradient by hand and checked.")
@@ -357,8 +363,7 @@ def build_parser():
     add_config_args(p, with_kind=False, with_vocab=False)
     add_training_args(p)
     p.add_argument("--seeds", type=positive_int, default=3, metavar="K", help="seeds per kind (default 3)")
-    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), metavar="KIND",
-                   help=f"kinds to train (default all: {' '.join(KINDS)})")
+    add_kinds_arg(p, "train")
     p.add_argument("--out", default="runs/compare", metavar="DIR", help="where the table and plot go")
     p.set_defaults(func=cmd_compare, parser=p)
 
@@ -368,8 +373,7 @@ def build_parser():
                                    "and one decode step at T = 16 and 256, for every kind; print a table "
                                    "and the goals met. Run on an idle machine.")
     add_config_args(p, with_kind=False)
-    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), metavar="KIND",
-                   help=f"kinds to measure (default all: {' '.join(KINDS)})")
+    add_kinds_arg(p, "measure")
     p.add_argument("--quick", action="store_true", help="a tiny model and few repeats (seconds; for tests)")
     p.set_defaults(func=cmd_bench, parser=p)
     return parser

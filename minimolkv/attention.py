@@ -116,7 +116,7 @@ def forward(params, x, n_heads):
 def backward(dy, cache):
     """dy (B,T,D) -> dx (B,T,D), grads {"qkv": (D,3D), "proj": (D,D)}."""
     q, k, v, P, scale = cache["q"], cache["k"], cache["v"], cache["P"], cache["scale"]
-    om = cache["proj_cache"][0]
+    om = cache["proj_cache"][0]                                 # (B,T,D) merged heads, the input of proj
     check_array(dy, "dy", shape=om.shape)
     if dy.dtype != om.dtype:
         raise TypeError(f"dy has dtype {dy.dtype} but the forward ran in {om.dtype}")

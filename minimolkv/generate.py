@@ -42,7 +42,7 @@ def step(params, config, ids_t, t, caches, luts):
         pre = f"layers.{l}."
         a_in, _ = ops.rmsnorm_forward(x, params[pre + "ln1"])               # (B,D)
         a, caches[l]["attn"] = attention.decode_step(sub(params, pre + "attn."), a_in,
-                                                     c.n_heads, caches[l]["attn"])
+                                                     c.n_heads, caches[l]["attn"])  # (B,D)
         x = x + a                                                           # (B,D)
         h, _ = ops.rmsnorm_forward(x, params[pre + "ln2"])                  # (B,D)
         if c.d_ff:
@@ -52,10 +52,10 @@ def step(params, config, ids_t, t, caches, luts):
         if c.kind == "moe":
             x = x + moe.forward(p, h[:, None], c.top_k)[0][:, 0]            # (B,1,D) -> (B,D)
         elif c.kind == "mole":
-            x = x + mole.forward_lut(p, h[:, None], ids_t[:, None], lut)[:, 0]
+            x = x + mole.forward_lut(p, h[:, None], ids_t[:, None], lut)[:, 0]  # (B,1,D) -> (B,D)
         elif c.kind == "molkv":
             y, caches[l]["experts"] = molkv.decode_step(p, h, ids_t, lut[0], lut[1],
-                                                        caches[l]["experts"], c.window)
+                                                        caches[l]["experts"], c.window)  # (B,D)
             x = x + y                                                       # (B,D)
     xf, _ = ops.rmsnorm_forward(x, params["ln_f"])                          # (B,D)
     return xf @ params["lm_head"]                                           # (B,V)

@@ -126,6 +126,7 @@ def backward(dy, cache):
     """dy (B,T,D) -> dh (B,T,D), grads {"router": (D,N), "up": (N,D,F), "down": (N,F,D)}."""
     h, params = cache["h"], cache["params"]
     p, keep, Z, g, a, u = (cache[k] for k in ("p", "selected", "Z", "g", "a", "u"))
+    # p, keep, g (B,T,N); Z (B,T,1); a (B,T,N,F); u (B,T,N,D)
     check_array(dy, "dy", shape=h.shape)
     if dy.dtype != h.dtype:
         raise TypeError(f"dy has dtype {dy.dtype} but the forward ran in {h.dtype}")

@@ -246,7 +246,7 @@ def backward(dy, cache):
           the ops backwards; dê sums the N experts' contributions.
     """
     c_attend = cache["attend"]
-    P = c_attend["P"]
+    P = c_attend["P"]                                            # (B,T,T,N)
     check_array(dy, "dy", shape=(P.shape[0], P.shape[1], c_attend["V_flat"].shape[-1]))
     if dy.dtype != P.dtype:
         raise TypeError(f"dy has dtype {dy.dtype} but the forward ran in {P.dtype}")
