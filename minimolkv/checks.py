@@ -94,16 +94,16 @@ def check_moe(seed=0, min_gap=1e-3):
             "down": rng.standard_normal((N, F, D)) / np.sqrt(F),      # (N,F,D)
         }
         inputs = {"h": rng.standard_normal((B, T, D))}
-        _, cache = moe.forward(params, inputs["h"], k)
-        if moe.selection_margin(cache["p"], k) >= min_gap:
+        _, cache = moe.forward(params, inputs["h"], top_k=k)
+        if moe.selection_margin(cache.p, k) >= min_gap:
             break
     else:
         raise RuntimeError(f"no draw with a top-k gap >= {min_gap} in 100 tries (seed {seed})")
-    selected = cache["selected"]
+    selected = cache.keep
 
     def forward_same_selection(params, h, top_k):
-        y, c = moe.forward(params, h, top_k)
-        if not np.array_equal(c["selected"], selected):
+        y, c = moe.forward(params, h, top_k=top_k)
+        if not np.array_equal(c.keep, selected):
             raise AssertionError("the top-k selection changed under a gradient-check step")
         return y, c
 
@@ -129,7 +129,7 @@ def model_setup(kind, seed=0, **sizes):
 
 def moe_selections(cache):
     """The (B,T,N) top-k masks of every MoE layer in a model cache."""
-    return [layer.experts["selected"] for layer in cache.layers]
+    return [layer.blocks["moe"].keep for layer in cache.layers]
 
 
 def check_model(kind, seed=0, max_entries=6, **sizes):
@@ -142,7 +142,7 @@ def check_model(kind, seed=0, max_entries=6, **sizes):
     for attempt in range(100):
         config, params, ids, targets = model_setup(kind, seed + 1000 * attempt, **sizes)
         loss, _, cache = model.forward(params, config, ids, targets)
-        if kind != "moe" or min(moe.selection_margin(layer.experts["p"], config.top_k)
+        if kind != "moe" or min(moe.selection_margin(layer.blocks["moe"].p, config.top_k)
                                 for layer in cache.layers) >= 1e-3:
             break
     else:
@@ -160,27 +160,34 @@ def check_model(kind, seed=0, max_entries=6, **sizes):
     return compare(loss_fn, params, grads, dloss, tol=MODEL_TOL, max_entries=max_entries, seed=seed)
 
 
-def molkv_params(rng, D, F, N, Dk):
-    """Non-trivial MoLKV parameters (random gains; query scaled so the scores are of order 1-3)."""
-    return {
+def molkv_params(rng, D, F, N, Dk, variant="joint"):
+    """Non-trivial MoLKV parameters (random gains; query scaled so the scores are of order 1-3;
+    "recency": slopes m of order 0.3-1; "gated": a gate of tanh about +-0.5, not 0)."""
+    params = {
         "norm": gains(rng, D),                                          # (D,)
         "query": 2 * rng.standard_normal((D, Dk)) / np.sqrt(D),         # (D,Dk)
         "up": rng.standard_normal((N, D, F)) / np.sqrt(D),              # (N,D,F)
         "down_k": rng.standard_normal((N, F, Dk)) / np.sqrt(F),         # (N,F,Dk)
         "down_v": rng.standard_normal((N, F, D)) / np.sqrt(F),          # (N,F,D)
     }
+    if variant == "recency":
+        params["recency"] = rng.uniform(-1.0, 0.5, size=N)              # (N,) m = softplus: 0.3-1
+    if variant == "gated":
+        params["router"] = rng.standard_normal((D, N))                  # (D,N)
+        params["gate"] = rng.choice([-1, 1]) * rng.uniform(0.4, 0.7, size=1)   # (1,)
+    return params
 
 
-def check_molkv(seed=0, window=None):
-    """The MoLKV block for one window: both inputs (h, e) and every parameter."""
+def check_molkv(seed=0, window=None, variant="joint"):
+    """The MoLKV block for one window and variant: both inputs (h, e) and every parameter."""
     rng = np.random.default_rng(seed)
     B, T, D, F, N, Dk = 2, 5, 6, 4, 3, 4
-    params = molkv_params(rng, D, F, N, Dk)
+    params = molkv_params(rng, D, F, N, Dk, variant)
     h = rng.standard_normal((B, T, D))                                  # (B,T,D)
     e = rng.standard_normal((B, T, D))                                  # (B,T,D)
     e[0, 3] = e[0, 1]            # one token twice: both positions' experts are attended to
     return check_block(molkv.forward, molkv.backward, params, {"h": h, "e": e}, seed,
-                       prefix="molkv.", window=window)
+                       prefix="molkv.", window=window, variant=variant)
 
 
 # Every check the CLI runs, in reading order: {title: function(seed) -> rows}.
@@ -192,8 +199,14 @@ CHECKS = {
     "molkv (window=None)": lambda seed: check_molkv(seed, None),
     "molkv (window=1)": lambda seed: check_molkv(seed, 1),
     "molkv (window=3)": lambda seed: check_molkv(seed, 3),
+    "molkv (recency)": lambda seed: check_molkv(seed, None, "recency"),
+    "molkv (recency, window=3)": lambda seed: check_molkv(seed, 3, "recency"),
+    "molkv (gated)": lambda seed: check_molkv(seed, None, "gated"),
+    "molkv (gated, window=3)": lambda seed: check_molkv(seed, 3, "gated"),
     "model (dense)": lambda seed: check_model("dense", seed),
     "model (moe)": lambda seed: check_model("moe", seed),
     "model (mole)": lambda seed: check_model("mole", seed),
     "model (molkv)": lambda seed: check_model("molkv", seed),
+    "model (molkv, recency)": lambda seed: check_model("molkv", seed, variant="recency"),
+    "model (molkv, gated)": lambda seed: check_model("molkv", seed, variant="gated"),
 }

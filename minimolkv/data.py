@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minimolkv.errors import check_array, check_positive_int
+from minimolkv import validate
 from minimolkv.tokenizer import BPETokenizer, ByteTokenizer, IdTokenizer, _as_ids
 
 
@@ -102,7 +102,7 @@ SYN_BRANCH = 4        # successors per row of the filler bigram table
 
 def _synthetic_tables(vocab_size, seed):
     """The filler bigram table: succ (V,4) filler ids, prob (V,4) their probabilities."""
-    vocab_size = check_positive_int(vocab_size, "vocab_size")
+    vocab_size = validate.positive_int(vocab_size, "vocab_size")
     first_filler = 2 * SYN_KEYS + 1
     if vocab_size < first_filler + SYN_BRANCH:
         raise ValueError(f"vocab_size must be >= {first_filler + SYN_BRANCH} for the synthetic "
@@ -135,7 +135,7 @@ def synthetic_corpus(n_tokens, vocab_size, seed):
     tokens back on average: a new key comes every 1/(0.05 * 10/11) tokens).
     synthetic_reference_losses gives the losses to beat.
     """
-    n_tokens = check_positive_int(n_tokens, "n_tokens")
+    n_tokens = validate.positive_int(n_tokens, "n_tokens")
     succ, prob, rng = _synthetic_tables(vocab_size, seed)
     cum = np.cumsum(prob, axis=1).tolist()                           # (V,4) as lists: fast in a loop
     succ = succ.tolist()
@@ -225,7 +225,7 @@ def load_text(path):
 
 
 def _check_id_array(ids, name="ids"):
-    check_array(ids, name, ndim=1)
+    validate.array(ids, name, ndim=1)
     if not np.issubdtype(ids.dtype, np.integer):
         raise TypeError(f"{name} must hold integers (token ids), got dtype {ids.dtype}")
     return ids
@@ -250,8 +250,8 @@ def split(ids, val_fraction=0.1):
 def get_batch(ids, batch_size, context_len, rng):
     """B random windows of ids: x (B,T) and y (B,T) = x shifted by one (the next tokens)."""
     _check_id_array(ids)
-    B = check_positive_int(batch_size, "batch_size")
-    T = check_positive_int(context_len, "context_len")
+    B = validate.positive_int(batch_size, "batch_size")
+    T = validate.positive_int(context_len, "context_len")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)), "
                         f"got {type(rng).__name__}")
@@ -314,3 +314,16 @@ def load_dataset(name_or_path, tokenizer="bpe", vocab_size=512, seed=0, n_tokens
     desc = (f"{source}: {len(text)} characters, {tokenizer} tokenizer (V={tok.vocab_size}), "
             f"{len(train)} train / {len(val)} val tokens")
     return Dataset(train, val, tok, desc)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which data, so a resumed run rebuilds exactly the same token stream."""
+    name: str = "stdlib"                     # "stdlib" | "synthetic" | a path
+    tokenizer: str = "bpe"                   # "bpe" | "byte" (ignored by synthetic)
+    vocab_size: int = 512
+    seed: int = 0
+
+    def load(self):
+        return load_dataset(self.name, tokenizer=self.tokenizer, vocab_size=self.vocab_size,
+                            seed=self.seed)

@@ -19,43 +19,32 @@ fills the context, generation *slides*: the caches are dropped and the last
 context_len // 2 tokens are read again from position 0, then decoding goes on.
 """
 
-import math
-
 import numpy as np
 
-from minimolkv import attention, moe, mole, molkv, ops
-from minimolkv.errors import check_ids, check_positive_int
-from minimolkv.model import build_luts, check_luts, check_params_fit, ffn_forward, layer_luts, sub
+from minimolkv import attention, ops, validate
+from minimolkv.model import BLOCKS, build_luts, layer_blocks, layer_params, options
 
 
-def step(params, config, ids_t, t, caches, luts):
+def step(params, config, layers, tables, ids_t, t, states):
     """Feed one token per sequence: ids_t (B,) at position t -> logits (B,V).
 
-    caches: a list (one per layer) of {"attn": ..., "experts": ...}; updated.
-    No input checks here (generate checks once, not per token), except t.
+    layers:  layer_params(params), looked up once per generate call
+    tables:  layer_params(luts) (MoLE/MoLKV), or None
+    states:  one dict per layer, {"attn": KVCache, <block name>: its decode state}; updated
+    No input checks here: generate validates once, not per token.
     """
-    if not 0 <= t < config.context_len:
-        raise ValueError(f"t={t} is outside the learned positions [0, {config.context_len})")
-    c = config
     x = params["tok_emb"][ids_t] + params["pos_emb"][t]                     # (B,D)
-    for l in range(c.n_layers):
-        pre = f"layers.{l}."
-        a_in, _ = ops.rmsnorm_forward(x, params[pre + "ln1"])               # (B,D)
-        a, caches[l]["attn"] = attention.decode_step(sub(params, pre + "attn."), a_in,
-                                                     c.n_heads, caches[l]["attn"])  # (B,D)
+    for l, p in enumerate(layers):
+        state = states[l]
+        a_in, _ = ops.rmsnorm_forward(x, p["ln1"])                          # (B,D)
+        a, state["attn"] = attention.decode_step(p["attn"], a_in, config.n_heads, state["attn"],
+                                                 check=False)               # (B,D)
         x = x + a                                                           # (B,D)
-        h, _ = ops.rmsnorm_forward(x, params[pre + "ln2"])                  # (B,D)
-        if c.d_ff:
-            x = x + ffn_forward(sub(params, pre + "ffn."), h[:, None])[0][:, 0]  # (B,D)
-        p = sub(params, pre + c.kind + ".")
-        lut = layer_luts(c, luts, l)
-        if c.kind == "moe":
-            x = x + moe.forward(p, h[:, None], c.top_k)[0][:, 0]            # (B,1,D) -> (B,D)
-        elif c.kind == "mole":
-            x = x + mole.forward_lut(p, h[:, None], ids_t[:, None], lut)[:, 0]  # (B,1,D) -> (B,D)
-        elif c.kind == "molkv":
-            y, caches[l]["experts"] = molkv.decode_step(p, h, ids_t, lut[0], lut[1],
-                                                        caches[l]["experts"], c.window)  # (B,D)
+        h, _ = ops.rmsnorm_forward(x, p["ln2"])                             # (B,D)
+        for name in layer_blocks(config):                                   # x += ffn(h) + experts(h, id)
+            luts = tables[l].get(name, {}) if tables is not None else {}
+            y, state[name] = BLOCKS[name].module.decode_step(p[name], h, ids_t, luts, state.get(name),
+                                                             **options(config, name), check=False)  # (B,D)
             x = x + y                                                       # (B,D)
     xf, _ = ops.rmsnorm_forward(x, params["ln_f"])                          # (B,D)
     return xf @ params["lm_head"]                                           # (B,V)
@@ -66,6 +55,8 @@ def sample(logits, temperature, top_k, rng):
     if temperature == 0:
         return np.argmax(logits, axis=-1)
     z = logits.astype(np.float64) / temperature                             # (B,V)
+    if not np.all(np.isfinite(z)):                                          # a tiny temperature overflows:
+        return np.argmax(logits, axis=-1)                                   # its limit is the argmax
     if top_k is not None and top_k < z.shape[-1]:
         kth = np.sort(z, axis=-1)[:, -top_k][:, None]                       # (B,1)
         z = np.where(z < kth, -np.inf, z)                                   # keep the top_k
@@ -75,58 +66,51 @@ def sample(logits, temperature, top_k, rng):
     return np.minimum(ids, z.shape[-1] - 1)
 
 
-def prefill(params, config, visible, luts):
-    """Fresh caches holding `visible` (B,t) at positions 0..t-1 -> (caches, logits (B,V) of the last)."""
-    caches = [{"attn": None, "experts": None} for _ in range(config.n_layers)]
+def prefill(params, config, layers, tables, visible):
+    """Fresh states holding `visible` (B,t) at positions 0..t-1 -> (states, logits (B,V) of the last)."""
+    states = [{"attn": None} for _ in range(config.n_layers)]
     for t in range(visible.shape[1]):
-        logits = step(params, config, visible[:, t], t, caches, luts)      # (B,V)
-    return caches, logits
+        logits = step(params, config, layers, tables, visible[:, t], t, states)   # (B,V)
+    return states, logits
 
 
 def generate(params, config, prompt_ids, n_tokens, temperature=1.0, top_k=None, seed=None,
-             luts=None):
+             luts=None, on_token=None):
     """Continue `prompt_ids` ((T0,) or (B,T0)) by n_tokens -> ids ((T0+n,) or (B,T0+n)).
 
     MoLE/MoLKV always decode from lookup tables: pass `luts` from
     model.build_luts (or they are built here once). temperature=0 is greedy;
     top_k keeps the k most likely tokens; seed makes sampling reproducible.
+    on_token(ids (B,)) is called with every new token (e.g. to print it).
     Past context_len tokens it slides (see the module docstring).
     """
     prompt = np.asarray(prompt_ids)
     single = prompt.ndim == 1
     prompt = prompt[None] if single else prompt
-    check_ids(prompt, config.vocab_size, "prompt_ids")
-    if prompt.ndim != 2 or prompt.shape[1] == 0:
-        raise ValueError(f"prompt_ids must be a non-empty (T0,) or (B,T0) array, got shape {prompt.shape}")
-    if isinstance(n_tokens, bool) or not isinstance(n_tokens, (int, np.integer)):
-        raise TypeError(f"n_tokens must be an integer >= 0, got {n_tokens!r}")
-    if n_tokens < 0:
-        raise ValueError(f"n_tokens must be an integer >= 0, got {n_tokens}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
-            or not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-    top_k = check_positive_int(top_k, "top_k", allow_none=True)
-    check_params_fit(params, config)
-    if config.kind in ("mole", "molkv"):
-        luts = build_luts(params, config) if luts is None else luts
-        check_luts(config, luts)
+    validate.generate_args(params, config, prompt, n_tokens, temperature, top_k, luts)
+    if luts is None:
+        luts = build_luts(params, config, check=False)                      # {} for dense and moe
+    layers = layer_params(params, config.n_layers)                          # looked up once, not per token
+    tables = layer_params(luts, config.n_layers)
     rng = np.random.default_rng(seed)
 
     total = prompt.shape[1] + n_tokens
     ids = prompt                                                            # (B,T0)
     visible = ids[:, -config.context_len:]                                  # (B,t) what the caches hold
-    caches, logits = prefill(params, config, visible, luts)                 # logits (B,V)
+    states, logits = prefill(params, config, layers, tables, visible)       # logits (B,V)
     t = visible.shape[1]                                                    # next free position
     while ids.shape[1] < total:
         nxt = sample(logits, temperature, top_k, rng)                       # (B,)
         ids = np.concatenate([ids, nxt[:, None]], axis=1)                   # (B,T+1)
+        if on_token is not None:
+            on_token(nxt)
         if ids.shape[1] == total:
             break
         if t == config.context_len:                                         # the caches are full: slide
             visible = ids[:, -(config.context_len // 2 or 1):]              # (B,C/2), nxt included
-            caches, logits = prefill(params, config, visible, luts)
+            states, logits = prefill(params, config, layers, tables, visible)
             t = visible.shape[1]
         else:
-            logits = step(params, config, nxt, t, caches, luts)             # (B,V)
+            logits = step(params, config, layers, tables, nxt, t, states)   # (B,V)
             t += 1
     return ids[0] if single else ids

@@ -17,27 +17,11 @@ V = 50,304, L = 12, N = 4, D = 768 -> 72 KiB loaded per token and a table of
 about 3.5 GB in storage — `lut_footprint(50304, 12, 4, 768, 2)`.
 """
 
-import hashlib
 import os
-import tempfile
 
 import numpy as np
 
-
-def atomic_write(path, write):
-    """Call write(file) on a temporary file beside `path`, then rename it over
-    `path` with os.replace: a crash never leaves a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+from minimolkv.files import atomic_write, format_bytes
 
 
 def save_lut(path, table):
@@ -136,14 +120,6 @@ def lut_footprint(vocab_size, n_layers, n_experts, width, itemsize):
     return vocab_size * per_token, per_token
 
 
-def format_bytes(n):
-    """1536 -> '1.5 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
-
 def save_tables(folder, tables):
     """Save {name: (V,N,X) array} as folder/<name>.npy, each atomically."""
     os.makedirs(folder, exist_ok=True)
@@ -155,13 +131,3 @@ def open_tables(folder, shapes, dtype):
     """Open folder/<name>.npy for each {name: shape} as a counting LookupTable on a memmap."""
     return {name: LookupTable(open_lut(os.path.join(folder, name + ".npy"), shape, dtype))
             for name, shape in shapes.items()}
-
-
-def fingerprint(arrays):
-    """12 hex digits identifying a dict of arrays (names, shapes, dtypes, values)."""
-    h = hashlib.sha1()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}{a.shape}{a.dtype}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:12]

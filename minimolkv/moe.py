@@ -1,7 +1,7 @@
 """Conventional top-k routed Mixture of Experts: the baseline the MoLE paper
 compares with. Unlike MoLE, the experts read the hidden state h itself.
 
-Notation: B batch, T sequence length, D d_model, F expert hidden size,
+Letters: B batch, T sequence length, D d_model, F expert hidden size,
 N experts, k = top_k experts kept per token.
 
 Parameters (no biases): `router` (D,N), `up` (N,D,F), `down` (N,F,D).
@@ -26,34 +26,32 @@ into the router. The top-k *selection* itself is a kink: it is piecewise
 constant in h and the router, with no gradient, and the output jumps where two
 probabilities swap rank across the k-th place. A numerical gradient check is
 only meaningful where the selection is identical at x +- h; the cache exposes
-`selected` (B,T,N) so a check can verify that. Ties are broken towards the
+`keep` (B,T,N) so a check can verify that. Ties are broken towards the
 lower expert index (a stable sort).
 
-API:
-    init(rng, d_model, d_ff, n_experts, dtype=np.float64) -> params
-    forward(params, h, top_k) -> (y, cache)
-    backward(dy, cache) -> (dh, grads)
+The interface of every block beside attention (ffn.py, mole.py, molkv.py):
+init, forward(params, h, e, top_k), backward -> (dh, de=None, grads), and
+build_lut / forward_lut / decode_step with no tables and no state.
 """
+
+from typing import NamedTuple
 
 import numpy as np
 
-from minimolkv import ops
-from minimolkv.errors import check_array, check_input, check_params, check_positive_int
+from minimolkv import experts, ops, validate
 
 
-def _check_params_and_input(params, h):
-    """Validate params and h (B,T,D) in the params' dtype. Returns (D, F, N)."""
-    check_params(params, {"router": (None, None), "up": (None, None, None),
-                          "down": (None, None, None)})     # a dict of float arrays, these ndims
-    D, N = params["router"].shape
-    F = params["up"].shape[2]
-    dtype = check_params(params, {"router": (D, N), "up": (N, D, F), "down": (N, F, D)})
-    check_array(h, "h", ndim=3, floating=True)
-    if h.shape[-1] != D:
-        raise ValueError(f"h has {h.shape[-1]} features (last dim of shape {h.shape}), "
-                         f"but the params have d_model={D}")
-    check_input(h, "h", (None, None, D), dtype)
-    return D, F, N
+class MoeCache(NamedTuple):
+    router: ops.LinearCache    # logits = h @ router
+    p: np.ndarray              # (B,T,N) router probabilities
+    keep: np.ndarray           # (B,T,N) bool, the top-k selection
+    kept_mass: np.ndarray      # (B,T,1) sum of the kept p
+    g: np.ndarray              # (B,T,N) gates
+    h: np.ndarray              # (B,T,D) what every expert reads
+    gelu: ops.GeluCache        # a = gelu(z)
+    a: np.ndarray              # (B,T,N,F) expert hidden activations
+    u: np.ndarray              # (B,T,N,D) expert outputs
+    params: dict
 
 
 def top_k_mask(p, top_k):
@@ -77,78 +75,89 @@ def selection_margin(p, top_k):
     return float(np.min(s[..., top_k - 1] - s[..., top_k]))
 
 
-def init(rng, d_model, d_ff, n_experts, dtype=np.float64):
+def init(rng, d_model, d_expert, n_experts, dtype=np.float64):
     """N(0, 0.02²) weights. (model.init scales `down`, a write into the
-    residual stream, down by 1/sqrt(2L) for a deep stack.)"""
-    D = check_positive_int(d_model, "d_model")
-    F = check_positive_int(d_ff, "d_ff")
-    N = check_positive_int(n_experts, "n_experts")
-    if np.dtype(dtype) not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-    std = 0.02
+    residual stream, by 1/sqrt(2L).)"""
+    validate.init_args(dtype, d_model=d_model, d_expert=d_expert, n_experts=n_experts)
+    D, F, N = d_model, d_expert, n_experts
     return {
-        "router": (std * rng.standard_normal((D, N))).astype(dtype),                # (D,N)
-        "up": (std * rng.standard_normal((N, D, F))).astype(dtype),                 # (N,D,F)
-        "down": (std * rng.standard_normal((N, F, D))).astype(dtype),               # (N,F,D)
+        "router": (0.02 * rng.standard_normal((D, N))).astype(dtype),            # (D,N)
+        "up": (0.02 * rng.standard_normal((N, D, F))).astype(dtype),             # (N,D,F)
+        "down": (0.02 * rng.standard_normal((N, F, D))).astype(dtype),           # (N,F,D)
     }
 
 
-def forward(params, h, top_k):
-    """h (B,T,D) -> y (B,T,D), each token mixed from its top_k experts."""
-    D, F, N = _check_params_and_input(params, h)
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
-        raise TypeError(f"top_k must be an integer in [1, {N}], got {top_k!r}")
-    if not 1 <= top_k <= N:
-        raise ValueError(f"top_k must be in [1, n_experts={N}], got {top_k}")
+def param_shapes(d_model, d_expert, n_experts):
+    """{name: shape} of what init makes (for checks and accounting, without allocating)."""
+    D, F, N = d_model, d_expert, n_experts
+    return {"router": (D, N), "up": (N, D, F), "down": (N, F, D)}
 
+
+def table_shapes(vocab_size, d_model, d_expert, n_experts):
+    """No lookup tables (build_lut returns {})."""
+    return {}
+
+
+def forward(params, h, e=None, *, top_k=2, check=True):
+    """h (B,T,D) -> y (B,T,D), each token mixed from its top_k experts. `e` is not read.
+    check=False: the caller has validated the inputs (the model does, once)."""
+    if check:
+        validate.moe_forward(params, h, e, top_k)
     # the router: which experts, with which weights
-    logits, router_cache = ops.linear_forward(h, params["router"])  # (B,T,D) -> (B,T,N)
+    logits, c_router = ops.linear_forward(h, params["router"])      # (B,T,D) -> (B,T,N)
     p, _ = ops.softmax_forward(logits)                              # (B,T,N)
     keep = top_k_mask(p, top_k)                                     # (B,T,N) bool
     pk = p * keep                                                   # (B,T,N)  unselected -> 0
-    Z = np.sum(pk, axis=-1, keepdims=True)                          # (B,T,1)  kept mass
-    g = pk / Z                                                      # (B,T,N)  gates, sum to 1
+    kept_mass = np.sum(pk, axis=-1, keepdims=True)                  # (B,T,1)
+    g = pk / kept_mass                                              # (B,T,N)  gates, sum to 1
 
     # the experts, dense: every token through every expert
-    a_pre = np.einsum("btd,ndf->btnf", h, params["up"], optimize=True)  # (B,T,D),(N,D,F) -> (B,T,N,F)
-    a, gelu_cache = ops.gelu_forward(a_pre)                         # (B,T,N,F)
-    u = np.einsum("btnf,nfd->btnd", a, params["down"], optimize=True)  # (B,T,N,F),(N,F,D) -> (B,T,N,D)
+    z = experts.matmul_shared(h, params["up"])                      # (B,T,D) -> (B,T,N,F)  h @ up[n]
+    a, c_gelu = ops.gelu_forward(z)                                 # (B,T,N,F)
+    u = experts.matmul_per_expert(a, params["down"])                # (B,T,N,F) -> (B,T,N,D)  a[n] @ down[n]
 
     # the mixture
     y = np.einsum("btn,btnd->btd", g, u)                            # (B,T,N),(B,T,N,D) -> (B,T,D)
-
-    cache = {"h": h, "params": params, "router_cache": router_cache, "p": p,
-             "selected": keep, "Z": Z, "g": g, "gelu_cache": gelu_cache, "a": a, "u": u}
-    return y, cache
+    return y, MoeCache(c_router, p, keep, kept_mass, g, h, c_gelu, a, u, params)
 
 
-def backward(dy, cache):
-    """dy (B,T,D) -> dh (B,T,D), grads {"router": (D,N), "up": (N,D,F), "down": (N,F,D)}."""
-    h, params = cache["h"], cache["params"]
-    p, keep, Z, g, a, u = (cache[k] for k in ("p", "selected", "Z", "g", "a", "u"))
-    # p, keep, g (B,T,N); Z (B,T,1); a (B,T,N,F); u (B,T,N,D)
-    check_array(dy, "dy", shape=h.shape)
-    if dy.dtype != h.dtype:
-        raise TypeError(f"dy has dtype {dy.dtype} but the forward ran in {h.dtype}")
-
+def backward(dy, cache, *, check=True):
+    """dy (B,T,D) -> dh (B,T,D), de None (e is not read), grads {router, up, down}."""
+    c = cache
+    if check:
+        validate.gradient(dy, c.h.shape, c.h.dtype)
     # y = sum_n g_n * u[n]
-    dg = np.einsum("btd,btnd->btn", dy, u)                          # (B,T,N)
-    du = np.einsum("btn,btd->btnd", g, dy)                          # (B,T,N,D)  0 for unselected experts
-    # u = a @ down[n]
-    ddown = np.einsum("btnf,btnd->nfd", a, du, optimize=True)  # (N,F,D)
-    da = np.einsum("btnd,nfd->btnf", du, params["down"], optimize=True)  # (B,T,N,F)
-    # a = gelu(a_pre)
-    da_pre = ops.gelu_backward(da, cache["gelu_cache"])             # (B,T,N,F)
-    # a_pre = h @ up[n]
-    dup = np.einsum("btd,btnf->ndf", h, da_pre, optimize=True)  # (N,D,F)
-    dh = np.einsum("btnf,ndf->btd", da_pre, params["up"], optimize=True)  # (B,T,D)
-    # g = pk / Z,  Z = sum(pk):  dpk_n = dg_n / Z - sum_m dg_m pk_m / Z^2 = (dg_n - sum_m dg_m g_m) / Z
-    dpk = (dg - np.sum(dg * g, axis=-1, keepdims=True)) / Z         # (B,T,N)
+    dg = np.einsum("btd,btnd->btn", dy, c.u)                        # (B,T,N)
+    du = c.g[..., None] * dy[:, :, None, :]                         # (B,T,N,D)  0 for unselected experts
+    # u[n] = a[n] @ down[n]
+    da, d_down = experts.matmul_per_expert_backward(du, c.a, c.params["down"])  # (B,T,N,F), (N,F,D)
+    # a = gelu(z)
+    dz = ops.gelu_backward(da, c.gelu)                              # (B,T,N,F)
+    # z[n] = h @ up[n]
+    dh, d_up = experts.matmul_shared_backward(dz, c.h, c.params["up"])  # (B,T,D), (N,D,F)
+    # g = pk / kept_mass, kept_mass = sum(pk):
+    #   dpk_n = dg_n / kept_mass - sum_m dg_m pk_m / kept_mass^2 = (dg_n - sum_m dg_m g_m) / kept_mass
+    dpk = (dg - np.sum(dg * c.g, axis=-1, keepdims=True)) / c.kept_mass   # (B,T,N)
     # pk = p * keep   (keep is the top-k selection: piecewise constant, no gradient)
-    dp = dpk * keep                                                 # (B,T,N)
+    dp = dpk * c.keep                                               # (B,T,N)
     # p = softmax(logits)
-    dlogits = ops.softmax_backward(dp, p)                           # (B,T,N)
+    dlogits = ops.softmax_backward(dp, c.p)                         # (B,T,N)
     # logits = h @ router   (h feeds both the router and the experts: the gradients add)
-    dh_router, drouter = ops.linear_backward(dlogits, cache["router_cache"])  # (B,T,D), (D,N)
+    dh_router, d_router = ops.linear_backward(dlogits, c.router)    # (B,T,D), (D,N)
     dh = dh + dh_router                                             # (B,T,D)
-    return dh, {"router": drouter, "up": dup, "down": ddown}
+    return dh, None, {"router": d_router, "up": d_up, "down": d_down}
+
+
+def build_lut(params, emb, *, check=True):
+    """No tables: MoE experts read h, which is not a function of the token id."""
+    return {}
+
+
+def forward_lut(params, h, ids, luts, *, top_k=2, check=True):
+    """Inference is the train-mode forward (nothing to look up)."""
+    return forward(params, h, top_k=top_k, check=check)[0]
+
+
+def decode_step(params, h_t, ids_t, luts, state, *, top_k=2, check=True):
+    """One token: h_t (B,D) -> y_t (B,D). Stateless: the state stays None."""
+    return forward(params, h_t[:, None], top_k=top_k, check=check)[0][:, 0], None

@@ -3,23 +3,30 @@
     out, cache = <op>_forward(inputs...)
     d_inputs   = <op>_backward(dout, cache)
 
-The cache holds the inputs (and cheap statistics) the backward needs. Every
-backward line sits under a comment naming the forward line it differentiates.
+The cache holds the inputs (and cheap statistics) the backward needs, as a
+NamedTuple so a debugger shows its fields by name. Every backward line sits
+under a comment naming the forward line it differentiates.
 
 Shapes use "..." for any leading dims (usually (B,T)):
     Din, Dout  input and output features of a linear map
     D          features normalised by rmsnorm
     V          vocabulary size (rows of an embedding table, columns of logits)
 
-No biases anywhere (as in Llama-style models and the MoLE code).
+No biases anywhere (as in Llama-style models and the MoLE code). No input
+checks either: these are the math. The public entries that take user input
+(the blocks, the model, cross_entropy_forward) validate it first, with one
+call into validate.py.
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-RMS_EPS = 1e-5                     # rmsnorm epsilon, pinned by DESIGN.md
-GELU_C = math.sqrt(2.0 / math.pi)   # tanh-form GELU constant (a Python float: keeps float32 float32)
+from minimolkv import validate
+
+RMS_EPS = 1e-5                     # rmsnorm epsilon, pinned in docs/design.md
+GELU_C = math.sqrt(2.0 / math.pi)  # tanh-form GELU constant (a Python float: keeps float32 float32)
 GELU_A = 0.044715
 
 
@@ -27,10 +34,15 @@ GELU_A = 0.044715
 # linear: out = x @ w
 # ----------------------------------------------------------------------------
 
+class LinearCache(NamedTuple):
+    x: np.ndarray          # (...,Din) the input
+    w: np.ndarray          # (Din,Dout) the weight
+
+
 def linear_forward(x, w):
     """x (..., Din), w (Din, Dout) -> out (..., Dout)."""
     out = x @ w                                            # (...,Din) @ (Din,Dout) -> (...,Dout)
-    return out, (x, w)
+    return out, LinearCache(x, w)
 
 
 def linear_backward(dout, cache):
@@ -38,7 +50,7 @@ def linear_backward(dout, cache):
     x, w = cache
     # out = x @ w
     dx = dout @ w.T                                        # (...,Dout) @ (Dout,Din) -> (...,Din)
-    dw = x.reshape(-1, x.shape[-1]).T @ dout.reshape(-1, dout.shape[-1])  # (Din,N)@(N,Dout) -> (Din,Dout)
+    dw = x.reshape(-1, x.shape[-1]).T @ dout.reshape(-1, dout.shape[-1])  # (Din,M) @ (M,Dout) -> (Din,Dout)
     return dx, dw
 
 
@@ -46,10 +58,16 @@ def linear_backward(dout, cache):
 # embedding: out = table[ids]
 # ----------------------------------------------------------------------------
 
+class EmbeddingCache(NamedTuple):
+    ids: np.ndarray        # (...) the token ids that were looked up
+    table_shape: tuple     # (V,D)
+    dtype: np.dtype
+
+
 def embedding_forward(ids, table):
     """ids (...) integers in [0, V), table (V, D) -> out (..., D)."""
     out = table[ids]                                       # (...) -> (...,D)
-    return out, (ids, table.shape, table.dtype)
+    return out, EmbeddingCache(ids, table.shape, table.dtype)
 
 
 def embedding_backward(dout, cache):
@@ -59,10 +77,9 @@ def embedding_backward(dout, cache):
     np.add.at accumulates repeated ids (plain `dtable[ids] += dout` would keep
     only the last one).
     """
-    ids, shape, dtype = cache
-    dtable = np.zeros(shape, dtype=dtype)                  # (V,D)
+    dtable = np.zeros(cache.table_shape, dtype=cache.dtype)   # (V,D)
     # out = table[ids]
-    np.add.at(dtable, ids, dout)                           # scatter-add (...,D) into rows ids
+    np.add.at(dtable, cache.ids, dout)                     # scatter-add (...,D) into rows ids
     return dtable
 
 
@@ -70,13 +87,19 @@ def embedding_backward(dout, cache):
 # rmsnorm: out = x / sqrt(mean(x**2) + eps) * w
 # ----------------------------------------------------------------------------
 
+class RmsnormCache(NamedTuple):
+    xhat: np.ndarray       # (...,D) x divided by its root-mean-square
+    rstd: np.ndarray       # (...,1) 1 / root-mean-square
+    w: np.ndarray          # (D,) the gain
+
+
 def rmsnorm_forward(x, w):
     """x (..., D), w (D,) -> out (..., D)."""
     ms = np.mean(x * x, axis=-1, keepdims=True)            # (...,1)  mean square
     rstd = 1.0 / np.sqrt(ms + RMS_EPS)                     # (...,1)  reciprocal root-mean-square
     xhat = x * rstd                                        # (...,D)
     out = xhat * w                                         # (...,D)
-    return out, (xhat, rstd, w)
+    return out, RmsnormCache(xhat, rstd, w)
 
 
 def rmsnorm_backward(dout, cache):
@@ -99,24 +122,54 @@ def rmsnorm_backward(dout, cache):
 # gelu (tanh form): out = 0.5 x (1 + tanh(c (x + a x^3)))
 # ----------------------------------------------------------------------------
 
+class GeluCache(NamedTuple):
+    x: np.ndarray          # (...) the input
+    th: np.ndarray         # (...) tanh(c (x + a x^3))
+
+
 def gelu_forward(x):
     """x (...) -> out (...), elementwise.
 
     NumPy has no erf, so this is the tanh approximation of GELU; the official
     MoLE code uses the exact (erf) GELU. The two differ by < 1e-3.
+    The expert layers make the biggest arrays of a train step, so each line
+    below updates one buffer in place (no temporaries): x + a x^3 is written
+    x (1 + a x^2).
     """
-    u = GELU_C * (x + GELU_A * (x * x * x))                # (...)  x*x*x: faster than x ** 3
-    th = np.tanh(u)                                        # (...)
-    out = 0.5 * x * (1.0 + th)                             # (...)
-    return out, (x, th)
+    th = x * x                                             # (...)  x^2
+    th *= GELU_A                                           #        a x^2
+    th += 1.0                                              #        1 + a x^2
+    th *= x                                                #        x + a x^3
+    th *= GELU_C                                           #        u = c (x + a x^3)
+    np.tanh(th, out=th)                                    #        th = tanh(u)
+    out = th + 1.0                                         # (...)  1 + th
+    out *= x                                               #        x (1 + th)
+    out *= 0.5                                             #        out = 0.5 x (1 + th)
+    return out, GeluCache(x, th)
 
 
 def gelu_backward(dout, cache):
-    """dout (...) -> dx (...)."""
+    """dout (...) -> dx (...).
+
+    out = 0.5 x (1 + th), th = tanh(u), u = c (x + a x^3):
+        d out/dx = 0.5 (1 + th) + 0.5 x (1 - th^2) du/dx,   du/dx = c (1 + 3 a x^2)
+                 = 0.5 (1 + th + x (1 - th^2) du/dx)
+    computed in one buffer, in place, as in the forward.
+    """
     x, th = cache
-    # out = 0.5 x (1 + th),  th = tanh(u),  u = c (x + a x^3)
-    du_dx = GELU_C * (1.0 + 3.0 * GELU_A * (x * x))        # (...)
-    dx = dout * (0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * du_dx)  # (...)
+    # u = c (x + a x^3)
+    dx = x * x                                             # (...)  x^2
+    dx *= 3.0 * GELU_A                                     #        3 a x^2
+    dx += 1.0                                              #        1 + 3 a x^2
+    dx *= GELU_C                                           #        du/dx
+    # th = tanh(u):  d th/du = 1 - th^2
+    dx *= 1.0 - th * th                                    #        (1 - th^2) du/dx
+    # out = 0.5 x (1 + th)
+    dx *= x                                                #        x (1 - th^2) du/dx
+    dx += th                                               #        th + ...
+    dx += 1.0                                              #        1 + th + ...
+    dx *= 0.5                                              #        d out/dx
+    dx *= dout                                             # (...)  chain rule
     return dx
 
 
@@ -125,27 +178,36 @@ def gelu_backward(dout, cache):
 # ----------------------------------------------------------------------------
 
 def softmax_forward(x):
-    """x (..., K) -> p (..., K), each row summing to 1.
+    """x (..., K) -> p (..., K), each row summing to 1. The cache is p itself.
 
     Masked entries may be -inf: they get probability 0. A row that is entirely
-    -inf gets all zeros (not NaN), so a fully masked row is harmless.
+    -inf gets all zeros (not NaN), so a fully masked row is harmless. A +inf
+    entry takes the limit: the +inf entries of a row share all of its weight.
     """
     m = np.max(x, axis=-1, keepdims=True)                  # (...,1)  subtract the max: exp never overflows
-    m = np.where(np.isfinite(m), m, 0.0)                   # an all -inf row: keep exp(-inf) = 0
+    if np.isinf(m).any():                                  # rows whose max is -inf (fully masked) or +inf
+        x, m = _infinite_rows(x, m)
     ex = np.exp(x - m)                                     # (...,K)
     total = np.sum(ex, axis=-1, keepdims=True)             # (...,1)
     p = ex / np.where(total > 0, total, 1.0)               # (...,K)
     return p, p
 
 
-def softmax_backward(dp, cache):
-    """dp (..., K) -> dx (..., K).
+def _infinite_rows(x, m):
+    """Rows with an infinite max: a +inf row keeps only its +inf entries (as 0, the rest
+    -inf), so they share the weight; an all -inf row shifts by 0 and stays all zeros."""
+    pos = np.isposinf(m)                                   # (...,1)
+    x = np.where(pos, np.where(np.isposinf(x), 0.0, -np.inf), x).astype(x.dtype, copy=False)
+    return x, np.where(np.isinf(m), 0.0, m).astype(m.dtype, copy=False)
+
+
+def softmax_backward(dp, p):
+    """dp (..., K), p the forward's output (its cache) -> dx (..., K).
 
     dx_i = sum_j dL/dp_j * dp_j/dx_i = p_i (dp_i - sum_j p_j dp_j),
     using dp_j/dx_i = p_j (delta_ij - p_i).
     Masked entries have p = 0, so they receive exactly 0.
     """
-    p = cache
     # p = exp(x - m) / sum(exp(x - m))
     dx = p * (dp - np.sum(dp * p, axis=-1, keepdims=True))  # (...,K)
     return dx
@@ -155,25 +217,42 @@ def softmax_backward(dp, cache):
 # cross-entropy: mean over tokens of -log softmax(logits)[target]
 # ----------------------------------------------------------------------------
 
-def cross_entropy_forward(logits, targets):
-    """logits (..., V), targets (...) integers -> scalar mean loss.
+class CrossEntropyCache(NamedTuple):
+    p: np.ndarray          # (...,V) softmax of the logits
+    targets: np.ndarray    # (...) the target ids
 
-    Uses log-sum-exp: log softmax = logits - (m + log sum exp(logits - m)).
+
+def cross_entropy_forward(logits, targets, *, check=True):
+    """logits (..., V), targets (...) integers in [0, V) -> scalar mean loss.
+
+    Log-sum-exp: log p[target] = (logits - m)[target] - log sum exp(logits - m),
+    m the row max, so exp never overflows. An infinite logit takes the limit
+    (a +inf target logit alone in its row costs 0), as in softmax_forward.
+    check=False: the caller has validated the targets already (the model does).
     """
+    if check:
+        validate.cross_entropy(logits, targets)
     m = np.max(logits, axis=-1, keepdims=True)                       # (...,1)
-    lse = m + np.log(np.sum(np.exp(logits - m), axis=-1, keepdims=True))  # (...,1)
-    logp = logits - lse                                              # (...,V)
-    picked = np.take_along_axis(logp, targets[..., None], axis=-1)   # (...,1)
-    loss = -np.mean(picked)                                          # scalar
-    return loss, (logp, targets)
+    x = logits
+    if np.isinf(m).any():                                            # rare: see softmax_forward
+        x, m = _infinite_rows(x, m)
+    shifted = x - m                                                  # (...,V) at most 0
+    ex = np.exp(shifted)                                             # (...,V)
+    total = np.sum(ex, axis=-1, keepdims=True)                       # (...,1) >= 1 unless all -inf
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logp_target = np.take_along_axis(shifted, targets[..., None], axis=-1) - np.log(total)  # (...,1)
+    logp_target = np.where(total > 0, logp_target, -np.inf)          # an all -inf row: infinite loss
+    p = ex / np.where(total > 0, total, 1.0)                         # (...,V) softmax, for the backward
+    loss = -np.mean(logp_target)                                     # scalar
+    return loss, CrossEntropyCache(p, targets)
 
 
 def cross_entropy_backward(dloss, cache):
     """dloss scalar -> dlogits (..., V) = dloss * (softmax - onehot) / n_tokens."""
-    logp, targets = cache
+    p, targets = cache
     n_tokens = targets.size
-    # loss = -mean(logp[target]),  logp = logits - lse(logits)
-    dlogits = np.exp(logp)                                           # (...,V) softmax
+    # loss = -mean(log p[target]),  p = softmax(logits)
+    dlogits = p.copy()                                               # (...,V) softmax
     np.put_along_axis(dlogits, targets[..., None],
                       np.take_along_axis(dlogits, targets[..., None], axis=-1) - 1.0, axis=-1)
     dlogits *= dloss / n_tokens                                      # (...,V)

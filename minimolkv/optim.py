@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from minimolkv.errors import check_positive_int
+from minimolkv import validate
 
 
 def _leaves(tree, prefix=""):
@@ -158,7 +158,7 @@ def lr_schedule(step, max_steps, lr, warmup_steps, min_lr_ratio=0.1):
     """
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise ValueError(f"step must be an integer >= 0, got {step!r}")
-    max_steps = check_positive_int(max_steps, "max_steps")
+    max_steps = validate.positive_int(max_steps, "max_steps")
     lr = _check_number(lr, "lr", 0.0)
     if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)) \
             or not 0 <= warmup_steps < max_steps:

@@ -16,42 +16,40 @@ For a Config, count
     MoLKV: lut = L·V·N·(Dk + D)     loaded = L·N·(Dk + D)
 """
 
-import numpy as np
+import math
 
-from minimolkv.lut import format_bytes
-from minimolkv.model import init_shapes
-
-# the expert parameters that a lookup table replaces at inference
-REPLACED_BY_LUT = {"mole": ("norm", "up", "down"), "molkv": ("norm", "up", "down_k", "down_v")}
+from minimolkv.files import format_bytes
+from minimolkv.model import BLOCKS, lut_shapes, param_shapes
 
 
-def role(config, name):
+def role(name):
     """What a parameter is at inference: 'embedding', 'lut' (replaced by a
     table), 'routed' (an MoE expert weight: only top_k of N run) or 'dense'."""
-    parts = name.split(".")
     if name in ("tok_emb", "pos_emb"):
         return "embedding"
-    if len(parts) > 2 and parts[-2] == config.kind:                 # layers.l.<kind>.<param>
-        if parts[-1] in REPLACED_BY_LUT.get(config.kind, ()):
+    parts = name.split(".")                                         # layers.l.<block>.<param>
+    if len(parts) == 4 and parts[2] in BLOCKS:
+        spec = BLOCKS[parts[2]]
+        if parts[3] in spec.in_tables:
             return "lut"
-        if config.kind == "moe" and parts[-1] != "router":
+        if parts[3] in spec.routed:
             return "routed"
     return "dense"
 
 
 def count_params(config):
-    """{train, ram, lut, loaded, activated}: counts of numbers (see the module docstring)."""
+    """{train, ram, lut, loaded, activated}: counts of numbers (see the module docstring).
+    From the shapes alone: nothing is allocated, so any size can be counted."""
     c = config
-    size = {k: int(np.prod(s)) for k, s in init_shapes(c).items()}
-    by_role = {r: sum(n for k, n in size.items() if role(c, k) == r)
+    size = {k: math.prod(s) for k, s in param_shapes(c).items()}
+    by_role = {r: sum(n for k, n in size.items() if role(k) == r)
                for r in ("embedding", "lut", "routed", "dense")}
-    width = {"mole": c.d_model, "molkv": c.d_key + c.d_model}.get(c.kind, 0)   # numbers per expert row
-    loaded = c.n_layers * c.n_experts * width
+    tables = lut_shapes(c).values()                                 # (V, N, width) each
     return {
         "train": sum(size.values()),
         "ram": sum(size.values()) - by_role["lut"],
-        "lut": c.vocab_size * loaded,
-        "loaded": loaded,
+        "lut": sum(math.prod(s) for s in tables),
+        "loaded": sum(math.prod(s[1:]) for s in tables),            # one row per table per token
         "activated": by_role["dense"] + by_role["routed"] * c.top_k // c.n_experts,
     }
 

@@ -15,15 +15,16 @@ from heapq import heapify, heappop, heappush
 
 import numpy as np
 
-from minimolkv.errors import check_array, check_ids, check_positive_int
+from minimolkv import validate
 
 
 def _as_ids(ids, vocab_size, name="ids"):
     """A 1-D integer array of token ids in [0, vocab_size); lists are accepted too."""
     if isinstance(ids, (list, tuple)):
         ids = np.array(ids, dtype=np.int64) if len(ids) == 0 else np.array(ids)
-    check_ids(ids, vocab_size, name)
-    return check_array(ids, name, ndim=1)
+    validate.token_ids(ids, vocab_size, name)
+    validate.array(ids, name, ndim=1)
+    return ids
 
 
 def _check_text(text, name="text"):
@@ -113,7 +114,7 @@ class BPETokenizer:
         unique chunks that contain the merged pair.
         """
         _check_text(text)
-        vocab_size = check_positive_int(vocab_size, "vocab_size")
+        vocab_size = validate.positive_int(vocab_size, "vocab_size")
         if vocab_size < 256:
             raise ValueError(f"vocab_size must be >= 256 (the byte ids), got {vocab_size}")
         chunk_counts = Counter(_CHUNK_RE.findall(text))    # unique chunk -> how often it occurs

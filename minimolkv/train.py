@@ -8,39 +8,22 @@ One step:
 
 Every `eval_every` steps (and at the end) the validation loss is measured on
 the same fixed validation batches, a progress line is printed and a
-checkpoint is written. A non-finite loss stops the run with a clear message;
-the last checkpoint on disk is the last good one.
-
-A checkpoint is a folder:
-    checkpoint.npz   parameters ("params.<name>") and AdamW state ("adamw.*")
-    config.json      model config, training settings, data spec, tokenizer,
-                     the batch generator's exact state, step, metrics
-    metrics.csv      the same metrics, one row per step, for a spreadsheet
-Both are written atomically (temporary file + os.replace) and loaded with
-allow_pickle=False. Resuming restores everything a step depends on, so a run
-interrupted at step k and resumed with the same --steps ends bit-identical to
-one that never stopped.
+checkpoint is written (checkpoint.py). A non-finite loss stops the run with a
+clear message; the last checkpoint on disk is the last good one. Resuming
+restores everything a step depends on, so a run interrupted at step k and
+resumed with the same --steps ends bit-identical to one that never stopped.
 """
 
-import dataclasses
-import json
 import math
 import os
 import time
-import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
-from minimolkv import model
-from minimolkv.errors import check_positive_int
-from minimolkv.lut import atomic_write
-from minimolkv.data import get_batch, load_dataset
-from minimolkv.optim import adamw_init, adamw_step, clip_grad_norm, lr_schedule, state_from_arrays, \
-    state_to_arrays
-from minimolkv.tokenizer import tokenizer_from_dict
-
-FORMAT = 1                                   # checkpoint layout version
+from minimolkv import checkpoint, model, validate
+from minimolkv.data import DataSpec, get_batch  # noqa: F401 (DataSpec: train.DataSpec for callers)
+from minimolkv.optim import adamw_init, adamw_step, clip_grad_norm, lr_schedule
 
 
 class TrainingDiverged(RuntimeError):
@@ -64,7 +47,7 @@ class Settings:
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "eval_batches"):
-            check_positive_int(getattr(self, name), name)
+            validate.positive_int(getattr(self, name), name)
         for name in ("lr", "clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -72,19 +55,6 @@ class Settings:
             raise ValueError("min_lr_ratio must be in [0, 1], weight_decay and warmup >= 0")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Which data, so a resumed run rebuilds exactly the same token stream."""
-    name: str = "stdlib"                     # "stdlib" | "synthetic" | a path
-    tokenizer: str = "bpe"                   # "bpe" | "byte" (ignored by synthetic)
-    vocab_size: int = 512
-    seed: int = 0
-
-    def load(self):
-        return load_dataset(self.name, tokenizer=self.tokenizer, vocab_size=self.vocab_size,
-                            seed=self.seed)
 
 
 def evaluate(params, config, ids, settings):
@@ -96,92 +66,6 @@ def evaluate(params, config, ids, settings):
         loss, _, _ = model.forward(params, config, x, y)
         losses.append(float(loss))
     return float(np.mean(losses))
-
-
-# ----------------------------------------------------------------------------
-# checkpoints
-# ----------------------------------------------------------------------------
-
-def save_checkpoint(folder, run):
-    """Write run (params, opt, rng, step, config, settings, data, tokenizer, metrics) to `folder`."""
-    os.makedirs(folder, exist_ok=True)
-    arrays = {"params." + k: v for k, v in run["params"].items()}
-    arrays.update(state_to_arrays(run["opt"]))
-    arrays["step"] = np.array(run["step"], dtype=np.int64)
-    atomic_write(os.path.join(folder, "checkpoint.npz"), lambda f: np.savez(f, **arrays))
-    meta = {
-        "format": FORMAT,
-        "step": run["step"],
-        "model": run["config"].to_dict(),
-        "settings": dataclasses.asdict(run["settings"]),
-        "data": dataclasses.asdict(run["data"]),
-        "tokenizer": run["tokenizer"].to_dict(),
-        "rng": run["rng"].bit_generator.state,            # exact generator state (big ints are fine in JSON)
-        "metrics": run["metrics"],
-        "prompt": run["prompt"],
-    }
-    text = json.dumps(meta, indent=1).encode()
-    atomic_write(os.path.join(folder, "config.json"), lambda f: f.write(text))
-    atomic_write(os.path.join(folder, "metrics.csv"), lambda f: f.write(metrics_csv(run["metrics"])))
-
-
-def metrics_csv(rows):
-    """The metric rows as CSV bytes (a spreadsheet- or pandas-friendly copy of config.json's)."""
-    fields = ["step", "lr", "train_loss", "val_loss", "grad_norm", "tokens_per_s", "elapsed_s"]
-    lines = [",".join(fields)]
-    for r in rows:
-        lines.append(",".join("" if r.get(k) is None else f"{r[k]:.6g}" for k in fields))
-    return ("\n".join(lines) + "\n").encode()
-
-
-def load_checkpoint(folder):
-    """The run dict saved by save_checkpoint. Damaged or foreign files raise ValueError."""
-    npz_path = os.path.join(folder, "checkpoint.npz")
-    json_path = os.path.join(folder, "config.json")
-    for path in (npz_path, json_path):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{folder!r} is not a checkpoint folder: {os.path.basename(path)} is missing")
-    try:
-        with open(json_path) as f:
-            meta = json.load(f)
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"unknown checkpoint format {meta.get('format')!r}")
-        with np.load(npz_path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except ValueError as err:
-        if "allow_pickle" in str(err) or "Object arrays" in str(err):
-            raise ValueError(f"{npz_path!r} holds an object array; checkpoints hold numbers only "
-                             "and are never unpickled") from None
-        raise ValueError(f"{folder!r} holds a damaged checkpoint: {err}") from None
-    except (zipfile.BadZipFile, EOFError, OSError, json.JSONDecodeError, KeyError) as err:
-        raise ValueError(f"{folder!r} holds a damaged or truncated checkpoint ({type(err).__name__}: {err})") from None
-    if int(arrays.get("step", -1)) != meta.get("step"):
-        raise ValueError(f"{folder!r}: checkpoint.npz is at step {arrays.get('step')} but config.json "
-                         f"at step {meta.get('step')}; they do not belong together")
-    try:
-        config = model.Config.from_dict(meta["model"])
-        params = {k[len("params."):]: v for k, v in arrays.items() if k.startswith("params.")}
-        model.check_params_fit(params, config)
-        rng = np.random.default_rng()
-        rng.bit_generator.state = meta["rng"]
-        return {
-            "params": params, "opt": state_from_arrays(arrays), "step": meta["step"], "rng": rng,
-            "config": config, "settings": Settings(**meta["settings"]), "data": DataSpec(**meta["data"]),
-            "tokenizer": tokenizer_from_dict(meta["tokenizer"]), "metrics": meta["metrics"],
-            "prompt": meta["prompt"],
-        }
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise ValueError(f"{folder!r} holds a checkpoint that does not fit this version of minimolkv "
-                         f"({type(err).__name__}: {err})") from None
-
-
-def check_same_tokenizer(run, dataset):
-    """Resuming re-reads the data; its tokenizer must be the one the run was trained with
-    (the stdlib corpus differs a little between Python versions, and so would BPE)."""
-    if dataset.tokenizer.to_dict() != run["tokenizer"].to_dict():
-        raise ValueError(f"the data {run['data'].name!r} now tokenizes differently from when this run "
-                         "was trained (another Python version's docstrings, or a changed file); "
-                         "resuming would scramble the token ids")
 
 
 # ----------------------------------------------------------------------------
@@ -255,7 +139,7 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
             row["val_loss"] = evaluate(params, config, dataset.val, s)
             run["metrics"].append(row)
             if out_dir is not None:
-                save_checkpoint(out_dir, run)
+                checkpoint.save(out_dir, run)
             log(progress_line(done, s.steps, float(loss), row["val_loss"], tok_per_s, eta))
         else:
             run["metrics"].append(row)

@@ -73,7 +73,7 @@ def test_causal_future_does_not_leak():
 def test_attention_rows_sum_to_one_and_are_causal():
     rng = np.random.default_rng(3)
     _, cache = attention.forward(random_params(rng, 8), rng.standard_normal((2, 5, 8)), 2)
-    P = cache["P"]                                          # (B,H,T,T)
+    P = cache.P                                          # (B,H,T,T)
     np.testing.assert_allclose(P.sum(-1), 1.0, rtol=0, atol=1e-14)
     above = np.triu(np.ones((5, 5), dtype=bool), k=1)     # j > t: the future
     assert np.all(P[..., above] == 0)
@@ -88,7 +88,7 @@ def test_decode_steps_reproduce_forward(T):
     cache = None
     for t in range(T):
         y_t, cache = attention.decode_step(params, x[:, t], 3, cache, max_len=T)
-        assert cache["k"].shape == (3, 3, t + 1, 4) and cache["v"].shape == (3, 3, t + 1, 4)
+        assert cache.k.shape == (3, 3, t + 1, 4) and cache.v.shape == (3, 3, t + 1, 4)
         assert rel(y_t, y[:, t]) <= 1e-12, t
 
 
@@ -100,8 +100,8 @@ def test_decode_cache_holds_the_forward_keys_and_values():
     cache = None
     for t in range(4):
         _, cache = attention.decode_step(params, x[:, t], 2, cache)
-    np.testing.assert_allclose(cache["k"], fcache["k"], rtol=1e-13, atol=0)
-    np.testing.assert_allclose(cache["v"], fcache["v"], rtol=1e-13, atol=0)
+    np.testing.assert_allclose(cache.k, fcache.k, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(cache.v, fcache.v, rtol=1e-13, atol=0)
 
 
 def test_decode_max_len_is_enforced():
@@ -122,7 +122,7 @@ def test_float32_stays_float32():
     dx, grads = attention.backward(rng.standard_normal(y.shape).astype(np.float32), cache)
     y_t, kv = attention.decode_step(params, x[:, 0], 2)
     assert y.dtype == dx.dtype == grads["qkv"].dtype == grads["proj"].dtype == np.float32
-    assert y_t.dtype == kv["k"].dtype == np.float32
+    assert y_t.dtype == kv.k.dtype == np.float32
 
 
 def test_init():
@@ -162,8 +162,10 @@ def test_bad_inputs_name_the_argument():
         attention.backward(rng.standard_normal((2, 4, 8)), cache)
     with pytest.raises(ValueError, match="x_t must have 2 dimensions"):
         attention.decode_step(params, x, 2)
+    with pytest.raises(TypeError, match="kv must be None or the KVCache"):
+        attention.decode_step(params, x[:, 0], 2, {"k": 1, "v": 2})
     _, kv = attention.decode_step(params, x[:, 0], 2)
-    with pytest.raises(ValueError, match=r"cache\['k'\] must have shape"):
+    with pytest.raises(ValueError, match=r"kv.k must have shape"):
         attention.decode_step(params, x[:1, 1], 2, kv)       # batch of 1 against a cache of 2
 
 

@@ -3,7 +3,8 @@
 import dataclasses
 import math
 
-from minimolkv import bench, bench_report, model
+from minimolkv import model
+from minimolkv.tools import bench, bench_report
 from minimolkv.__main__ import main
 
 

@@ -5,7 +5,8 @@ import pytest
 
 from minimolkv import mole
 from minimolkv.checks import mole_params
-from minimolkv.lut import LookupTable, format_bytes, lut_footprint, open_lut, save_lut
+from minimolkv.files import format_bytes
+from minimolkv.lut import LookupTable, lut_footprint, open_lut, save_lut
 
 D, F, N, V = 8, 6, 4, 50
 
@@ -15,7 +16,7 @@ def table(tmp_path):
     rng = np.random.default_rng(3)
     params = mole_params(rng, D, F, N)
     emb = rng.standard_normal((V, D))
-    lut = mole.build_lut(params, emb)
+    lut = mole.build_lut(params, emb)["u"]                             # (V,N,D)
     path = tmp_path / "mole.npy"
     save_lut(path, lut)
     return params, emb, lut, path
@@ -28,15 +29,15 @@ def test_memmapped_and_in_memory_tables_give_identical_outputs(table):
     rng = np.random.default_rng(4)
     ids = rng.integers(0, V, size=(3, 7))
     h = rng.standard_normal((3, 7, D))
-    np.testing.assert_array_equal(mole.forward_lut(params, h, ids, lut),
-                                  mole.forward_lut(params, h, ids, LookupTable(on_disk)))
+    np.testing.assert_array_equal(mole.forward_lut(params, h, ids, {"u": lut}),
+                                  mole.forward_lut(params, h, ids, {"u": LookupTable(on_disk)}))
 
 
 def test_bytes_read_per_token_is_n_times_d_times_itemsize(table):
     params, emb, lut, path = table
     counted = LookupTable(open_lut(path))
     ids = np.array([[1, 2, 2, 49], [0, 0, 0, 7]])
-    mole.forward_lut(params, np.ones((2, 4, D)), ids, counted)
+    mole.forward_lut(params, np.ones((2, 4, D)), ids, {"u": counted})
     assert counted.tokens_read == 8
     assert counted.bytes_read == 8 * N * D * 8
     assert counted.bytes_per_token == N * D * 8

@@ -102,6 +102,18 @@ def test_generation_past_the_context_slides(kind, prompt_len):
     np.testing.assert_array_equal(out, greedy_sliding_reference(params, config, prompt, 20))
 
 
+def test_param_shapes_are_the_shapes_init_makes():
+    """param_shapes computes them without allocating; it must never drift from init."""
+    for kind in KINDS:
+        for variant in ("joint", "recency", "gated") if kind == "molkv" else ("joint",):
+            for d_ff in (0, 24):
+                config = model.Config(kind=kind, variant=variant, d_ff=d_ff, vocab_size=50, d_model=16,
+                                      n_heads=2, d_expert=8, d_key=4, n_layers=2)
+                params = model.init(config, seed=0)
+                assert model.param_shapes(config) == {k: v.shape for k, v in params.items()}
+                assert model.lut_shapes(config) == {k: v.shape for k, v in model.build_luts(params, config).items()}
+
+
 def test_count_params_follows_the_formulas():
     c = model.Config(kind="molkv", vocab_size=100, d_model=16, n_layers=3, n_heads=2,
                      d_ff=32, n_experts=4, d_expert=8, d_key=4)
@@ -157,6 +169,7 @@ def test_every_residual_write_starts_at_the_same_scale(kind):
     for name, value in params.items():
         if value.ndim < 2 or name in ("tok_emb", "pos_emb", "lm_head"):
             continue
-        writer = name.split(".", 2)[2] in model.RESIDUAL_WRITERS
+        _, _, block, param = name.split(".")                    # layers.l.<block>.<param>
+        writer = param == ("proj" if block == "attn" else model.BLOCKS[block].residual)
         expected = 0.02 / np.sqrt(2 * 3) if writer else 0.02
         assert abs(value.std() / expected - 1) < 0.1, f"{name}: std {value.std():.4f}, expected {expected:.4f}"

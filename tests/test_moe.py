@@ -55,19 +55,19 @@ def test_forward_matches_loop_reference(top_k):
     rng = np.random.default_rng(1)
     params = random_params(rng, 6, 4, 5)
     h = rng.standard_normal((2, 4, 6))
-    y, cache = moe.forward(params, h, top_k)
+    y, cache = moe.forward(params, h, top_k=top_k)
     assert y.shape == h.shape
     assert rel(y, naive_moe(params, h, top_k)) < 1e-12
-    assert np.all(cache["selected"].sum(-1) == top_k)
-    np.testing.assert_allclose(cache["g"].sum(-1), 1.0, rtol=0, atol=1e-14)
-    assert np.all(cache["g"][~cache["selected"]] == 0)
+    assert np.all(cache.keep.sum(-1) == top_k)
+    np.testing.assert_allclose(cache.g.sum(-1), 1.0, rtol=0, atol=1e-14)
+    assert np.all(cache.g[~cache.keep] == 0)
 
 
 def test_all_experts_is_the_dense_softmax_mixture():
     rng = np.random.default_rng(2)
     params = random_params(rng, 6, 4, 3)
     h = rng.standard_normal((2, 5, 6))
-    y, _ = moe.forward(params, h, 3)
+    y, _ = moe.forward(params, h, top_k=3)
     p = ops.softmax_forward(h @ params["router"])[0]                           # (B,T,N)
     u = np.stack([gelu(h @ params["up"][n]) @ params["down"][n] for n in range(3)], axis=2)
     assert rel(y, np.einsum("btn,btnd->btd", p, u)) < 1e-13
@@ -77,11 +77,11 @@ def test_top_1_is_the_argmax_expert_alone():
     rng = np.random.default_rng(3)
     params = random_params(rng, 6, 4, 4)
     h = rng.standard_normal((1, 6, 6))
-    y, cache = moe.forward(params, h, 1)
+    y, cache = moe.forward(params, h, top_k=1)
     best = np.argmax(h @ params["router"], axis=-1)                            # (B,T)
     for t in range(6):
         n = best[0, t]
-        assert cache["selected"][0, t, n]
+        assert cache.keep[0, t, n]
         assert rel(y[0, t], gelu(h[0, t] @ params["up"][n]) @ params["down"][n]) < 1e-13
 
 
@@ -96,9 +96,9 @@ def test_unselected_experts_get_no_gradient():
     rng = np.random.default_rng(4)
     params = random_params(rng, 6, 4, 5)
     h = rng.standard_normal((1, 1, 6))                                         # one token
-    y, cache = moe.forward(params, h, 2)
-    _, grads = moe.backward(rng.standard_normal(y.shape), cache)
-    unused = ~cache["selected"][0, 0]
+    y, cache = moe.forward(params, h, top_k=2)
+    _, _, grads = moe.backward(rng.standard_normal(y.shape), cache)
+    unused = ~cache.keep[0, 0]
     assert np.all(grads["up"][unused] == 0) and np.all(grads["down"][unused] == 0)
     assert np.all(np.abs(grads["up"][~unused]) > 0)
 
@@ -117,8 +117,9 @@ def test_float32_stays_float32():
     rng = np.random.default_rng(6)
     params = moe.init(rng, 8, 6, 4, dtype=np.float32)
     h = rng.standard_normal((2, 3, 8)).astype(np.float32)
-    y, cache = moe.forward(params, h, 2)
-    dh, grads = moe.backward(rng.standard_normal(y.shape).astype(np.float32), cache)
+    y, cache = moe.forward(params, h, top_k=2)
+    dh, de, grads = moe.backward(rng.standard_normal(y.shape).astype(np.float32), cache)
+    assert de is None                                                          # MoE does not read e
     assert y.dtype == dh.dtype == np.float32
     assert all(g.dtype == np.float32 for g in grads.values())
 
@@ -128,26 +129,28 @@ def test_bad_inputs_name_the_argument():
     params = random_params(rng, 6, 4, 3)
     h = rng.standard_normal((2, 3, 6))
     with pytest.raises(ValueError, match=r"top_k must be in \[1, n_experts=3\], got 0"):
-        moe.forward(params, h, 0)
+        moe.forward(params, h, top_k=0)
     with pytest.raises(ValueError, match=r"top_k must be in \[1, n_experts=3\], got 4"):
-        moe.forward(params, h, 4)
+        moe.forward(params, h, top_k=4)
     with pytest.raises(TypeError, match="top_k must be an integer"):
-        moe.forward(params, h, 1.5)
+        moe.forward(params, h, top_k=1.5)
+    with pytest.raises(TypeError, match="e must be None or an array .* keyword-only"):
+        moe.forward(params, h, 2)                          # top_k passed where e goes
     with pytest.raises(ValueError, match="h must have 3 dimensions"):
-        moe.forward(params, h[0], 2)
+        moe.forward(params, h[0], top_k=2)
     with pytest.raises(ValueError, match="h has 5 features.*d_model=6"):
-        moe.forward(params, h[..., :5], 2)
+        moe.forward(params, h[..., :5], top_k=2)
     with pytest.raises(TypeError, match="h has dtype float32"):
-        moe.forward(params, h.astype(np.float32), 2)
+        moe.forward(params, h.astype(np.float32), top_k=2)
     with pytest.raises(ValueError, match=r"params is missing \['down'\]"):
-        moe.forward({"router": params["router"], "up": params["up"]}, h, 2)
+        moe.forward({"router": params["router"], "up": params["up"]}, h, top_k=2)
     with pytest.raises(ValueError, match=r"params\['down'\] must have shape \(3, 4, 6\)"):
-        moe.forward({**params, "down": params["down"][:, :3]}, h, 2)
+        moe.forward({**params, "down": params["down"][:, :3]}, h, top_k=2)
     with pytest.raises(TypeError, match="mixes dtypes"):
-        moe.forward({**params, "up": params["up"].astype(np.float32)}, h, 2)
-    with pytest.raises(ValueError, match="d_ff must be >= 1"):
+        moe.forward({**params, "up": params["up"].astype(np.float32)}, h, top_k=2)
+    with pytest.raises(ValueError, match="d_expert must be >= 1"):
         moe.init(rng, 6, 0, 3)
-    _, cache = moe.forward(params, h, 2)
+    _, cache = moe.forward(params, h, top_k=2)
     with pytest.raises(ValueError, match="dy must have shape"):
         moe.backward(rng.standard_normal((2, 3, 5)), cache)
 
@@ -159,11 +162,11 @@ def test_gradcheck_catches_a_wrong_backward():
     rng = np.random.default_rng(8)
     params = random_params(rng, 6, 4, 4)
     h = rng.standard_normal((2, 3, 6))
-    _, cache = moe.forward(params, h, 2)
-    assert moe.selection_margin(cache["p"], 2) > 1e-3
+    _, cache = moe.forward(params, h, top_k=2)
+    assert moe.selection_margin(cache.p, 2) > 1e-3
 
     def backward_forgetting_z(dy, cache):
-        return moe.backward(dy, {**cache, "Z": np.ones_like(cache["Z"])})
+        return moe.backward(dy, cache._replace(kept_mass=np.ones_like(cache.kept_mass)))
 
     rows = check_block(moe.forward, backward_forgetting_z, params, {"h": h}, top_k=2)
     verdict = {r.name: r.passed for r in rows}
@@ -179,7 +182,7 @@ def test_near_a_tie_the_numerical_gradient_jumps():
     params = random_params(rng, 6, 4, 2)
     params["router"][:, 1] = params["router"][:, 0]                            # experts 0 and 1 tie
     h = rng.standard_normal((1, 2, 6))
-    _, cache = moe.forward(params, h, 1)
-    assert moe.selection_margin(cache["p"], 1) == 0.0
+    _, cache = moe.forward(params, h, top_k=1)
+    assert moe.selection_margin(cache.p, 1) == 0.0
     rows = check_block(moe.forward, moe.backward, params, {"h": h}, top_k=1)
     assert not {r.name: r.passed for r in rows}["router"]

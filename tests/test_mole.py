@@ -47,21 +47,21 @@ def test_forward_matches_a_per_token_loop(setup):
 
 def test_lut_forward_equals_train_forward(setup):
     params, emb, ids, h = setup
-    lut = mole.build_lut(params, emb)
-    assert lut.shape == (V, N, D)
+    luts = mole.build_lut(params, emb)
+    assert list(luts) == ["u"] and luts["u"].shape == (V, N, D)
     y_train, _ = mole.forward(params, h, emb[ids])
-    y_lut = mole.forward_lut(params, h, ids, lut)
+    y_lut = mole.forward_lut(params, h, ids, luts)
     assert rel_error(y_train, y_lut) <= 1e-12
 
 
 def test_inference_needs_only_the_router(setup):
     """The table replaces norm, up and down: RAM holds the router alone."""
     params, emb, ids, h = setup
-    lut = mole.build_lut(params, emb)
-    y = mole.forward_lut({"router": params["router"]}, h, ids, lut)
-    np.testing.assert_array_equal(y, mole.forward_lut(params, h, ids, lut))
-    with pytest.raises(TypeError, match="lut has dtype float32"):
-        mole.forward_lut(params, h, ids, lut.astype(np.float32))
+    luts = mole.build_lut(params, emb)
+    y = mole.forward_lut({"router": params["router"]}, h, ids, luts)
+    np.testing.assert_array_equal(y, mole.forward_lut(params, h, ids, luts))
+    with pytest.raises(TypeError, match=r"luts\['u'\] has dtype float32"):
+        mole.forward_lut(params, h, ids, {"u": luts["u"].astype(np.float32)})
     with pytest.raises(TypeError, match="emb has dtype float32"):
         mole.build_lut(params, emb.astype(np.float32))
 
@@ -70,7 +70,7 @@ def test_expert_output_depends_only_on_token_id(setup):
     """The same id at two positions gets the same expert outputs u, whatever h is."""
     params, emb, ids, h = setup
     _, cache = mole.forward(params, h, emb[ids])
-    u = cache["u"]                                                     # (B,T,N,D)
+    u = cache.u                                                        # (B,T,N,D)
     np.testing.assert_array_equal(u[0, 0], u[0, 2])                   # id 1 twice
     np.testing.assert_array_equal(u[1, 2], u[1, 3])                   # id 4 twice
 
@@ -105,9 +105,11 @@ def test_bad_inputs_name_the_argument(setup):
     bad = dict(params, router=params["router"][:, :2])
     with pytest.raises(ValueError, match=r"params\['router'\] must have shape \(6, 3\)"):
         mole.forward(bad, h, e)
-    with pytest.raises(ValueError, match=r"lut must have shape"):
-        mole.forward_lut(params, h, ids, lut[:, :2])
-    with pytest.raises(TypeError, match="d_ff must be an integer"):
+    with pytest.raises(ValueError, match=r"luts\['u'\] holds 2 experts but params\['router'\] routes to 3"):
+        mole.forward_lut(params, h, ids, {"u": lut["u"][:, :2]})
+    with pytest.raises(TypeError, match="luts must be the dict from build_lut"):
+        mole.forward_lut(params, h, ids, lut["u"])
+    with pytest.raises(TypeError, match="d_expert must be an integer"):
         mole.init(np.random.default_rng(0), 8, 2.5, 4)
     with pytest.raises(ValueError, match="n_experts must be >= 1"):
         mole.init(np.random.default_rng(0), 8, 4, 0)

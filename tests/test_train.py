@@ -6,7 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from minimolkv import model, train
+from minimolkv import checkpoint, model, train
 from minimolkv.__main__ import main
 
 TINY = dict(context_len=32, d_model=32, n_layers=1, n_heads=2, d_ff=64, n_experts=4,
@@ -35,7 +35,7 @@ def test_loss_falls_on_the_synthetic_corpus(kind):
 def test_checkpoint_round_trip_is_exact(tmp_path):
     run, dataset = tiny_run("molkv", steps=3)
     train.train(run, dataset, out_dir=tmp_path, log=lambda line: None)
-    back = train.load_checkpoint(tmp_path)
+    back = checkpoint.load(tmp_path)
     assert back["step"] == 3 and back["config"] == run["config"]
     assert back["settings"] == run["settings"] and back["data"] == run["data"]
     for k, v in run["params"].items():
@@ -58,7 +58,7 @@ def test_resume_after_k_steps_equals_the_uninterrupted_run_bit_for_bit(tmp_path)
     part, _ = tiny_run("molkv", steps=12)
     train.train(part, dataset, out_dir=tmp_path, stop_after=7, log=lambda line: None)
     assert part["step"] == 7
-    resumed = train.load_checkpoint(tmp_path)
+    resumed = checkpoint.load(tmp_path)
     train.train(resumed, dataset, out_dir=tmp_path, log=lambda line: None)
     assert resumed["step"] == 12
     for k in whole["params"]:
@@ -77,20 +77,20 @@ def test_object_arrays_and_truncated_checkpoints_are_refused(tmp_path):
     arrays["evil"] = np.array([{"a": 1}], dtype=object)
     np.savez(npz, **arrays)                                # np.savez pickles object arrays
     with pytest.raises(ValueError, match="holds an object array"):
-        train.load_checkpoint(tmp_path)
+        checkpoint.load(tmp_path)
 
     npz.write_bytes(good[: len(good) // 2])
     with pytest.raises(ValueError, match="damaged or truncated"):
-        train.load_checkpoint(tmp_path)
+        checkpoint.load(tmp_path)
 
     npz.write_bytes(good)
     meta = json.loads((tmp_path / "config.json").read_text())
     meta["step"] = 99
     (tmp_path / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="do not belong together"):
-        train.load_checkpoint(tmp_path)
+        checkpoint.load(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
-        train.load_checkpoint(tmp_path / "nowhere")
+        checkpoint.load(tmp_path / "nowhere")
     assert zipfile.is_zipfile(npz)
 
 
@@ -100,7 +100,7 @@ def test_a_non_finite_loss_stops_with_a_clear_message(tmp_path):
     run["params"]["lm_head"][:] = np.inf                   # sabotage after the good checkpoint
     with pytest.raises(train.TrainingDiverged, match="last good checkpoint"), np.errstate(invalid="ignore"):
         train.train(run, dataset, out_dir=tmp_path, log=lambda line: None)
-    assert train.load_checkpoint(tmp_path)["step"] == 10   # the good one is still there
+    assert checkpoint.load(tmp_path)["step"] == 10   # the good one is still there
 
 
 def test_train_and_sample_commands_end_to_end(tmp_path, capsys):
@@ -113,7 +113,7 @@ def test_train_and_sample_commands_end_to_end(tmp_path, capsys):
     assert "step     4/4" in text and "Final validation loss" in text and "Sample" in text
     assert (out / "loss.png").stat().st_size > 1000
     assert main(["train", "--resume", str(out), "--steps", "6"]) == 0
-    assert train.load_checkpoint(out)["step"] == 6
+    assert checkpoint.load(out)["step"] == 6
     assert main(["sample", "--checkpoint", str(out), "--tokens", "5", "--temperature", "0"]) == 0
     text = capsys.readouterr().out
     assert "lookup tables" in text and "per token" in text

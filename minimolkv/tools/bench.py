@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minimolkv import generate, model, mole, molkv
+from minimolkv import generate, model
 
 GOAL_PEAK_FRACTION = 0.30      # train step >= 30 % of the matmul peak
 GOAL_LUT_SPEEDUP = 5.0         # LUT forward >= 5x faster than the train-mode forward
@@ -149,26 +149,26 @@ def decode_step_time(params, config, luts, T, repeats, rng):
     snapshot (step replaces the cache entries, it never writes into them).
     """
     ids = rng.integers(0, config.vocab_size, size=(1, T + 1))                # (1,T+1)
-    caches = [{"attn": None, "experts": None} for _ in range(config.n_layers)]
+    layers = model.layer_params(params, config.n_layers)
+    tables = model.layer_params(luts, config.n_layers)
+    states = [{"attn": None} for _ in range(config.n_layers)]
     for t in range(T):
-        generate.step(params, config, ids[:, t], t, caches, luts)
-    return median_time(lambda: generate.step(params, config, ids[:, T], T,
-                                             [dict(c) for c in caches], luts), 1, repeats)
+        generate.step(params, config, layers, tables, ids[:, t], t, states)
+    return median_time(lambda: generate.step(params, config, layers, tables, ids[:, T], T,
+                                             [dict(s) for s in states]), 1, repeats)
 
 
 def block_times(params, config, luts, ids, settings):
     """(train-mode, LUT) seconds of layer 0's expert block alone, on the batch ids (B,T)."""
-    c, pre = config, f"layers.0.{config.kind}"
-    p = model.sub(params, pre + ".")
+    c = config
+    p = model.layer_params(params, c.n_layers)[0][c.kind]
+    tables = model.layer_params(luts, c.n_layers)[0][c.kind]
+    block, opts = model.BLOCKS[c.kind].module, model.options(c, c.kind)
     rng = np.random.default_rng(1)
     h = rng.standard_normal(ids.shape + (c.d_model,)).astype(np.float32)    # (B,T,D) any hidden state
     e = params["tok_emb"][ids]                                               # (B,T,D)
-    if c.kind == "mole":
-        train = lambda: mole.forward(p, h, e)                                # noqa: E731
-        lut = lambda: mole.forward_lut(p, h, ids, luts[pre])                 # noqa: E731
-    else:
-        train = lambda: molkv.forward(p, h, e, c.window)                     # noqa: E731
-        lut = lambda: molkv.forward_lut(p, h, ids, luts[pre + ".k"], luts[pre + ".v"], c.window)  # noqa: E731
+    train = lambda: block.forward(p, h, e, **opts)                           # noqa: E731
+    lut = lambda: block.forward_lut(p, h, ids, tables, **opts)               # noqa: E731
     return (median_time(train, settings.warmup, settings.repeats),
             median_time(lut, settings.warmup, settings.repeats))
 
@@ -273,9 +273,9 @@ def run(config, settings=BenchSettings(), kinds=model.KINDS, log=print):
                "gflops": flops / step / 1e9, "peak_fraction": flops / step / 1e9 / peak}
         log(f"{tag} forward, train mode ...")
         row["fwd_s"] = median_time(lambda: model.forward(params, c, ids), s.warmup, s.repeats)
-        if kind in ("mole", "molkv"):
+        luts = model.build_luts(params, c)
+        if luts:                                                             # mole, molkv
             log(f"{tag} forward from lookup tables, and the expert block alone ...")
-            luts = model.build_luts(params, c)
             row["lut_fwd_s"] = median_time(lambda: model.forward(params, c, ids, luts=luts),
                                            s.warmup, s.repeats)
             row["lut_speedup"] = row["fwd_s"] / row["lut_fwd_s"]
@@ -286,7 +286,7 @@ def run(config, settings=BenchSettings(), kinds=model.KINDS, log=print):
         log(f"{tag} decode, one step at T = {', '.join(map(str, s.decode_T))} ...")
         dc = dataclasses.replace(decode_config, kind=kind)
         dparams = model.init(dc, seed=0)
-        dluts = model.build_luts(dparams, dc) if kind in ("mole", "molkv") else None
+        dluts = model.build_luts(dparams, dc)
         row["decode_ms"] = {t: 1e3 * decode_step_time(dparams, dc, dluts, t, s.decode_repeats, rng)
                             for t in s.decode_T}
         lo, hi = row["decode_ms"][min(s.decode_T)], row["decode_ms"][max(s.decode_T)]

@@ -8,7 +8,7 @@ decode, goals).
 import dataclasses
 import math
 
-from minimolkv.bench import GOAL_DECODE_RATIO, GOAL_LUT_SPEEDUP, GOAL_PEAK_FRACTION, forward_flops
+from minimolkv.tools.bench import GOAL_DECODE_RATIO, GOAL_LUT_SPEEDUP, GOAL_PEAK_FRACTION, forward_flops
 
 
 def _table(header, rows):

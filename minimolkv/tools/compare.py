@@ -21,10 +21,9 @@ import os
 import numpy as np
 
 from minimolkv import train
-from minimolkv.lut import format_bytes
-from minimolkv.params import count_params
-
+from minimolkv.files import format_bytes
 from minimolkv.model import KINDS
+from minimolkv.params import count_params
 
 
 def config_for(kind, base):
@@ -86,7 +85,7 @@ def markdown_table(rows):
 
 def save(rows, curves, folder, title):
     """results.md, results.csv and val_curves.png in `folder`; returns their paths."""
-    from minimolkv import plots
+    from minimolkv.tools import plots
     os.makedirs(folder, exist_ok=True)
     md = os.path.join(folder, "results.md")
     with open(md, "w") as f:

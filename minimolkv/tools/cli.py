@@ -1,0 +1,385 @@
+"""Command line: python -m minimolkv <command> [options]; --help on each.
+
+Each command is a small function here that parses nothing itself and calls
+into the package; the work lives in the modules.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+# One BLAS thread unless the user chose otherwise. This model's matmuls are
+# small: on an idle machine one thread is as fast as two, and when another
+# process holds a core, multi-threaded OpenBLAS spins and runs 10-50x slower.
+# (Set before anything imports numpy; `bench` reports the count it ran with.)
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    return _number(text, int, 1)
+
+
+def non_negative_int(text):
+    """argparse type: an integer >= 0."""
+    return _number(text, int, 0)
+
+
+def non_negative_float(text):
+    """argparse type: a finite number >= 0."""
+    return _number(text, float, 0)
+
+
+def _number(text, kind, low):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+    if not value >= low or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be {'>= ' + str(low)}{' and finite' if kind is float else ''}, got {text}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ----------------------------------------------------------------------------
+# gradcheck
+# ----------------------------------------------------------------------------
+
+def cmd_gradcheck(args):
+    from minimolkv.checks import CHECKS
+    from minimolkv.gradcheck import format_table
+
+    names = list(CHECKS) if not args.only else args.only
+    unknown = [n for n in names if n not in CHECKS]
+    if unknown:
+        print(f"minimolkv gradcheck: error: unknown check {unknown[0]!r}; choose from {list(CHECKS)}",
+              file=sys.stderr)
+        return 2
+    print("Gradient checks: centred differences (h = 1e-5) in float64, contracted with a random\n"
+          f"upstream gradient; relative error = max|a-b| / max(|a|+|b|). Seed {args.seed}.\n")
+    n_pass = n_fail = 0
+    for name in names:
+        start = time.perf_counter()
+        rows = CHECKS[name](args.seed)
+        print(format_table(rows, title=f"== {name}  ({time.perf_counter() - start:.1f} s)"))
+        print()
+        n_pass += sum(r.passed for r in rows)
+        n_fail += sum(not r.passed for r in rows)
+    print(f"{n_pass} passed, {n_fail} failed")
+    return 1 if n_fail else 0
+
+
+# ----------------------------------------------------------------------------
+# model sizes, shared by every command that builds a model
+# ----------------------------------------------------------------------------
+
+CONFIG_ARGS = ("vocab_size", "context_len", "d_model", "n_layers", "n_heads", "d_ff",
+               "n_experts", "d_expert", "d_key", "window", "top_k")
+
+
+def add_config_args(p, with_kind=True, with_vocab=True):
+    """--kind and every size of model.Config; unset sizes keep Config's defaults.
+    with_vocab=False where the data's tokenizer decides the vocabulary (train, compare)."""
+    from minimolkv.model import KINDS, Config
+    if with_kind:
+        p.add_argument("--kind", choices=KINDS, default="molkv", help="expert kind (default molkv)")
+    defaults = Config()
+    for name in CONFIG_ARGS:
+        if name == "vocab_size" and not with_vocab:
+            continue
+        p.add_argument("--" + name.replace("_", "-"), type=positive_int, default=None, metavar="N",
+                       help=f"default {getattr(defaults, name)}")
+
+
+def add_kinds_arg(p, verb):
+    """--kinds, for the commands that run several kinds (compare, bench)."""
+    from minimolkv.model import KINDS
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), metavar="KIND",
+                   help=f"kinds to {verb} (default all: {' '.join(KINDS)})")
+
+
+def add_training_args(p):
+    """Data and optimisation options shared by train and compare."""
+    from minimolkv.train import Settings
+    d = Settings()
+    p.add_argument("--data", default="stdlib", metavar="stdlib|synthetic|PATH",
+                   help="built-in docstring corpus (default), synthetic context task, or a UTF-8 text file")
+    p.add_argument("--tokenizer", choices=("bpe", "byte"), default="bpe", help="for text data (default bpe)")
+    p.add_argument("--vocab", type=positive_int, default=512, metavar="V",
+                   help="BPE vocabulary size; for synthetic data the number of token ids (default 512)")
+    p.add_argument("--steps", type=positive_int, default=None, metavar="N", help=f"total steps per run (default {d.steps})")
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="B", help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=non_negative_float, default=None, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--eval-every", type=positive_int, default=None, metavar="K",
+                   help=f"validate (and checkpoint) every K steps (default {d.eval_every})")
+
+
+def settings_from_args(args):
+    """train.Settings from the options given (the rest keep their defaults); bad values exit 2."""
+    from minimolkv.train import Settings
+    given = {k: getattr(args, k, None) for k in ("steps", "batch_size", "lr", "eval_every", "seed")}
+    try:
+        return Settings(**{k: v for k, v in given.items() if v is not None})
+    except (TypeError, ValueError) as err:
+        args.parser.error(str(err))
+
+
+def config_from_args(args, parser, **overrides):
+    """A Config from the parsed options; an invalid combination is a one-line error (exit 2)."""
+    from minimolkv.model import Config
+    sizes = {k: getattr(args, k) for k in CONFIG_ARGS if getattr(args, k, None) is not None}
+    sizes.update(overrides)
+    try:
+        return Config(kind=getattr(args, "kind", "dense"), **sizes)
+    except (TypeError, ValueError) as err:
+        parser.error(str(err))
+
+
+def cmd_info(args):
+    from minimolkv.params import format_counts
+    config = config_from_args(args, args.parser)
+    print(format_counts(config, itemsize=args.itemsize))
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# train and sample
+# ----------------------------------------------------------------------------
+
+def cmd_train(args):
+    import dataclasses
+
+    from minimolkv import checkpoint, train
+    from minimolkv.params import format_counts
+    from minimolkv.tools import plots
+
+    if args.resume:
+        changed = [k for k in vars(args) if k not in ("resume", "steps", "out", "func", "parser", "command")
+                   and getattr(args, k) != args.parser.get_default(k)]
+        if changed:
+            args.parser.error(f"--resume continues the run as it was saved: drop --{changed[0].replace('_', '-')} "
+                              "(only --steps and --out go with --resume)")
+        try:
+            run = checkpoint.load(args.resume)
+        except (FileNotFoundError, ValueError) as err:
+            args.parser.error(str(err))
+        if args.steps is not None:
+            if args.steps < run["step"]:
+                args.parser.error(f"--steps {args.steps} is behind the checkpoint (step {run['step']})")
+            run["settings"] = dataclasses.replace(run["settings"], steps=args.steps)
+        out = args.out or args.resume
+        print(f"Resuming {args.resume} at step {run['step']} -> {run['settings'].steps}")
+        try:
+            dataset = run["data"].load()
+            checkpoint.check_same_tokenizer(run, dataset)
+        except (FileNotFoundError, ValueError, UnicodeDecodeError) as err:
+            args.parser.error(str(err))
+    else:
+        settings = settings_from_args(args)                      # bad options fail before any work
+        config_from_args(args, args.parser)
+        spec = train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab,
+                              seed=args.seed or 0)
+        print(f"Loading data: {args.data} ...", flush=True)
+        try:
+            dataset = spec.load()
+        except (FileNotFoundError, ValueError, UnicodeDecodeError) as err:
+            args.parser.error(str(err))
+        config = config_from_args(args, args.parser, vocab_size=dataset.tokenizer.vocab_size)
+        run = train.new_run(config, settings, spec, dataset)
+        out = args.out or os.path.join("runs", f"{config.kind}-{os.path.basename(str(args.data))}")
+    print(dataset.description)
+    print(format_counts(run["config"]))
+    print(f"Training {run['settings'].steps} steps of {run['settings'].batch_size} x "
+          f"{run['config'].context_len} tokens; checkpoints in {out}/", flush=True)
+    try:
+        train.train(run, dataset, out_dir=out, log=lambda line: print(line, flush=True))
+    except train.TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    plot = os.path.join(out, "loss.png")
+    plots.loss_curves({run["config"].kind: run["metrics"]}, path=plot,
+                      title=f"{run['config'].kind} on {run['data'].name}")
+    final = run["metrics"][-1]
+    print(f"\nFinal validation loss {final['val_loss']:.3f} after {run['step']} steps "
+          f"({final['elapsed_s']:.0f} s this session).")
+    text = sample_text(run, run["prompt"], 60, 0.8, out)
+    print(f"\nSample (temperature 0.8):\n{text}\n")
+    print(f"Checkpoint: {out}/checkpoint.npz + config.json    Loss curve: {plot}")
+    print(f"More samples: python -m minimolkv sample --checkpoint {out}")
+    return 0
+
+
+def sample_text(run, prompt, n_tokens, temperature, folder, seed=0, top_k=None, report=False):
+    """Generate from a trained run, MoLE/MoLKV from lookup tables on disk (built once)."""
+    import numpy as np
+
+    from minimolkv import checkpoint
+    from minimolkv.files import format_bytes
+    from minimolkv.generate import generate
+
+    params, config, tok = run["params"], run["config"], run["tokenizer"]
+    luts = checkpoint.tables(folder, params, config)                       # {} for dense and moe
+    prompt_ids = np.asarray(tok.encode(prompt), dtype=np.int64)             # generate slides past the context
+    ids = generate(params, config, prompt_ids, n_tokens, temperature=temperature, top_k=top_k,
+                   seed=seed, luts=luts or None)
+    if report and luts:
+        read = sum(t.bytes_read for t in luts.values())
+        tokens = next(iter(luts.values())).tokens_read
+        print(f"[lookup tables: {format_bytes(sum(t.nbytes for t in luts.values()))} on disk; read "
+              f"{format_bytes(read)} for {tokens} token lookups per layer, "
+              f"{format_bytes(read / max(tokens, 1))} per token]")
+    return tok.decode(ids)
+
+
+def cmd_sample(args):
+    from minimolkv import checkpoint
+
+    try:
+        run = checkpoint.load(args.checkpoint)
+    except (FileNotFoundError, ValueError) as err:
+        args.parser.error(str(err))
+    prompt = run["prompt"] if args.prompt is None else args.prompt
+    if not prompt.strip():
+        args.parser.error("--prompt is empty; give some text to continue (or leave --prompt out)")
+    try:
+        text = sample_text(run, prompt, args.tokens, args.temperature, args.checkpoint, seed=args.seed,
+                           top_k=args.top_k, report=True)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        args.parser.error(str(err))
+    print(text)
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# compare
+# ----------------------------------------------------------------------------
+
+def cmd_compare(args):
+    from minimolkv import train
+    from minimolkv.tools import compare
+
+    base = config_from_args(args, args.parser)
+    settings = settings_from_args(args)
+    spec = train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab)
+    seeds = list(range(args.seeds))
+    print(f"Comparing {', '.join(args.kinds)} on {args.data}: {settings.steps} steps, seeds {seeds}",
+          flush=True)
+    start = time.perf_counter()
+    try:
+        rows, curves = compare.compare(spec, base, settings, seeds, log=lambda line: print(line, flush=True),
+                                       kinds=args.kinds)
+    except (FileNotFoundError, ValueError) as err:
+        args.parser.error(str(err))
+    minutes = (time.perf_counter() - start) / 60
+    title = f"{args.data}: {settings.steps} steps x {len(seeds)} seeds ({minutes:.1f} min)"
+    paths = compare.save(rows, curves, args.out, title)
+    print("\n" + compare.markdown_table(rows))
+    print(f"\nSaved {', '.join(paths)}  ({minutes:.1f} min in all)")
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# bench
+# ----------------------------------------------------------------------------
+
+def cmd_bench(args):
+    from minimolkv.tools import bench, bench_report
+
+    quick = {k: v for k, v in bench.QUICK_SIZES.items() if args.quick and getattr(args, k) is None}
+    config = config_from_args(args, args.parser, **quick)
+    print(f"Benchmarking {', '.join(args.kinds)}{' (quick, tiny sizes)' if args.quick else ''}; "
+          "this takes about a minute without --quick.", flush=True)
+    results = bench.run(config, bench.QUICK if args.quick else bench.BenchSettings(), kinds=args.kinds,
+                        log=lambda line: print(line, flush=True))
+    print("\n" + bench_report.format_report(results))
+    return 0
+
+
+# ----------------------------------------------------------------------------
+
+def build_parser():
+    parser = Parser(prog="python -m minimolkv",
+                    description="minimolkv: MoLE and MoLKV expert layers in NumPy, "
+                                "every gradient by hand and checked.")
+    sub = parser.add_subparsers(dest="command", metavar="command", parser_class=Parser)
+
+    p = sub.add_parser("gradcheck", help="check every hand-written gradient against finite differences",
+                       description="Check every layer's backward against centred differences and "
+                                   "print one row per tensor. Exits 1 if any row fails.")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of inputs, parameters and upstream gradients")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these checks (default: all)")
+    p.set_defaults(func=cmd_gradcheck)
+
+    p = sub.add_parser("info", help="parameter accounting of a model (the MoLE paper's Table 1 view)",
+                       description="Count parameters trained, resident in RAM at inference, stored in "
+                                   "lookup tables, loaded per token and activated per token.")
+    add_config_args(p)
+    p.add_argument("--itemsize", type=int, default=4, choices=(2, 4, 8),
+                   help="bytes per stored number (2 = fp16 as in the MoLE paper, 4 = float32)")
+    p.set_defaults(func=cmd_info, parser=p)
+
+    p = sub.add_parser("train", help="train a tiny model (default: MoLKV on the stdlib corpus)",
+                       description="Train a tiny language model, print progress, save checkpoints, "
+                                   "a loss curve and a sample. With no options: the default MoLKV "
+                                   "model on the built-in corpus, a few minutes on a laptop CPU.")
+    add_config_args(p, with_vocab=False)
+    add_training_args(p)
+    p.add_argument("--seed", type=non_negative_int, default=None, help="default 0")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/<kind>-<data>)")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue the run saved in DIR up to --steps")
+    p.set_defaults(func=cmd_train, parser=p)
+
+    p = sub.add_parser("sample", help="generate text from a checkpoint (MoLE/MoLKV from lookup tables)",
+                       description="Generate from a trained checkpoint. MoLE and MoLKV models decode "
+                                   "from lookup tables, built once and saved beside the checkpoint.")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a folder written by train")
+    p.add_argument("--prompt", default=None, help="text to continue (default: the start of the validation text)")
+    p.add_argument("--tokens", type=non_negative_int, default=100, metavar="N", help="tokens to generate (default 100)")
+    p.add_argument("--temperature", type=non_negative_float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=positive_int, default=None, metavar="K", help="sample among the K most likely")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed (default 0)")
+    p.set_defaults(func=cmd_sample, parser=p)
+
+    p = sub.add_parser("compare", help="train dense, moe, mole and molkv alike and tabulate them",
+                       description="Train the four kinds on the same data, seeds and steps with "
+                                   "activated parameters matched as in the MoLE paper (MoE: top-2 "
+                                   "of experts half the dense FFN size, no dense FFN). Prints and "
+                                   "saves one table (Markdown + CSV) and a plot of validation curves.")
+    add_config_args(p, with_kind=False, with_vocab=False)
+    add_training_args(p)
+    p.add_argument("--seeds", type=positive_int, default=3, metavar="K", help="seeds per kind (default 3)")
+    add_kinds_arg(p, "train")
+    p.add_argument("--out", default="runs/compare", metavar="DIR", help="where the table and plot go")
+    p.set_defaults(func=cmd_compare, parser=p)
+
+    p = sub.add_parser("bench", help="speed of the train step, LUT inference and decoding, per kind",
+                       description="Time the train step (tokens/s, GFLOP/s against the measured matmul "
+                                   "peak), the forward from lookup tables against the train-mode forward, "
+                                   "and one decode step at T = 16 and 256, for every kind; print a table "
+                                   "and the goals met. Run on an idle machine.")
+    add_config_args(p, with_kind=False)
+    add_kinds_arg(p, "measure")
+    p.add_argument("--quick", action="store_true", help="a tiny model and few repeats (seconds; for tests)")
+    p.set_defaults(func=cmd_bench, parser=p)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
