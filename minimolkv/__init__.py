@@ -1,11 +1,16 @@
 """minimolkv — MoLE and MoLKV expert layers in NumPy, every gradient by hand.
 
-Modules (one concept each):
-    ops        primitives as forward/backward pairs
-    gradcheck  numerical gradient checks and their per-tensor report
-    mole       the Mixture of Lookup Experts block
-    molkv      the Mixture of Lookup Key-Value Experts block
-    lut        lookup tables in memory and on disk
+Read in this order (docs/design.md has the whole map and the pinned math):
+    validate   input checks, called once at each public entry
+    ops        primitives as forward/backward pairs (linear, rmsnorm, gelu, softmax, ...)
+    experts    N expert FFNs side by side: their products as matmuls
+    attention, ffn, moe, mole, molkv
+               the blocks, one interface: forward/backward, build_lut, forward_lut, decode_step
+    model      Config, BLOCKS (the table of kinds), init, forward, backward, build_luts
+    generate   decoding with the KV caches;  lut, params: tables on disk, parameter accounting
+    tokenizer, data, optim, train, checkpoint, files     training and runs on disk
+    gradcheck, checks   the numerical gradient checks and their report
+    tools/     command line, benchmark, comparison, plots
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -13,6 +13,7 @@ Parameters (no biases):
 
 The math, per head:
     S = q @ k^T / sqrt(hs)       scores, position t attends to position j
+                                 (computed as (q / sqrt(hs)) @ k^T: fewer multiplies)
     S[t, j] = -inf  for j > t    causal mask (a token never sees the future)
     P = softmax(S) over j        attention weights, each row sums to 1
     o = P @ v                    weighted sum of the values
@@ -28,12 +29,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minimolkv import ops, validate
+from minimolkv import kvbuffer, ops, validate
 
 
 class AttentionCache(NamedTuple):
     qkv: ops.LinearCache       # qkv = x @ params["qkv"]
-    q: np.ndarray              # (B,H,T,hs) queries
+    qs: np.ndarray             # (B,H,T,hs) queries times scale
     k: np.ndarray              # (B,H,T,hs) keys
     v: np.ndarray              # (B,H,T,hs) values
     P: np.ndarray              # (B,H,T,T) attention weights
@@ -43,9 +44,19 @@ class AttentionCache(NamedTuple):
 
 
 class KVCache(NamedTuple):
-    """Keys and values of the t tokens decoded so far."""
-    k: np.ndarray              # (B,H,t,hs)
-    v: np.ndarray              # (B,H,t,hs)
+    """Keys and values of the t tokens decoded so far, in buffers with room to grow
+    (kvbuffer.py): positions [0, t) of axis 2 are filled."""
+    k_buffer: np.ndarray       # (B,H,capacity,hs)
+    v_buffer: np.ndarray       # (B,H,capacity,hs)
+    length: int                # t
+
+    @property
+    def k(self):
+        return kvbuffer.filled(self.k_buffer, self.length, axis=2)     # (B,H,t,hs) a view
+
+    @property
+    def v(self):
+        return kvbuffer.filled(self.v_buffer, self.length, axis=2)     # (B,H,t,hs) a view
 
 
 # ----------------------------------------------------------------------------
@@ -62,6 +73,12 @@ def merge_heads(z):
     """(B,H,T,hs) -> (B,T,D), the inverse of split_heads."""
     B, H, T, hs = z.shape
     return z.transpose(0, 2, 1, 3).reshape(B, T, H * hs)
+
+
+def causal_mask(T, dtype):
+    """(T,T): 0 where position t may see j (j <= t), -inf where j > t (the future)."""
+    future = np.triu(np.ones((T, T), dtype=bool), k=1)      # (T,T)  True where j > t
+    return np.where(future, -np.inf, 0.0).astype(dtype)
 
 
 # ----------------------------------------------------------------------------
@@ -95,14 +112,14 @@ def forward(params, x, n_heads, *, check=True):
     q = split_heads(qkv[..., :D], n_heads)                  # (B,T,D) -> (B,H,T,hs)
     k = split_heads(qkv[..., D:2 * D], n_heads)             # (B,T,D) -> (B,H,T,hs)
     v = split_heads(qkv[..., 2 * D:], n_heads)              # (B,T,D) -> (B,H,T,hs)
-    S = (q @ k.transpose(0, 1, 3, 2)) * scale               # (B,H,T,hs) @ (B,H,hs,T) -> (B,H,T,T)
-    future = np.triu(np.ones((T, T), dtype=bool), k=1)      # (T,T)  True where j > t
-    S[..., future] = -np.inf                                # (B,H,T,T)  causal mask, in place
+    qs = q * scale                                          # (B,H,T,hs) scaled before the product: T/hs x less work
+    S = qs @ k.transpose(0, 1, 3, 2)                        # (B,H,T,hs) @ (B,H,hs,T) -> (B,H,T,T)
+    S += causal_mask(T, S.dtype)                            # (B,H,T,T)  -inf where j > t, in place
     P, _ = ops.softmax_forward(S)                           # (B,H,T,T)  rows sum to 1 over j
     o = P @ v                                               # (B,H,T,T) @ (B,H,T,hs) -> (B,H,T,hs)
     merged = merge_heads(o)                                 # (B,H,T,hs) -> (B,T,D)
     y, c_proj = ops.linear_forward(merged, params["proj"])  # (B,T,D) -> (B,T,D)
-    return y, AttentionCache(c_qkv, q, k, v, P, c_proj, scale, n_heads)
+    return y, AttentionCache(c_qkv, qs, k, v, P, c_proj, scale, n_heads)
 
 
 def backward(dy, cache, *, check=True):
@@ -119,9 +136,11 @@ def backward(dy, cache, *, check=True):
     dv = c.P.transpose(0, 1, 3, 2) @ do                         # (B,H,T,T) @ (B,H,T,hs) -> (B,H,T,hs)
     # P = softmax(S)   (masked entries have P = 0, so they get dS = 0: the mask needs no backward)
     dS = ops.softmax_backward(dP, c.P)                          # (B,H,T,T)
-    # S = (q @ k^T) * scale
-    dq = (dS @ c.k) * c.scale                                   # (B,H,T,T) @ (B,H,T,hs) -> (B,H,T,hs)
-    dk = (dS.transpose(0, 1, 3, 2) @ c.q) * c.scale             # (B,H,T,T) @ (B,H,T,hs) -> (B,H,T,hs)
+    # S = qs @ k^T   (+ the mask: a constant)
+    dqs = dS @ c.k                                              # (B,H,T,T) @ (B,H,T,hs) -> (B,H,T,hs)
+    dk = dS.transpose(0, 1, 3, 2) @ c.qs                        # (B,H,T,T) @ (B,H,T,hs) -> (B,H,T,hs)
+    # qs = q * scale
+    dq = dqs * c.scale                                          # (B,H,T,hs)
     # q, k, v = split_heads of the three column blocks of qkv
     dqkv = np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)  # (B,T,3D)
     # qkv = x @ params["qkv"]
@@ -138,9 +157,10 @@ def decode_step(params, x_t, n_heads, kv=None, max_len=None, *, check=True):
 
     `kv` is None at the first token, then the KVCache this function returned:
     the keys and values (B,H,t,hs) of the t tokens so far. This token's key
-    and value are appended (np.concatenate: a copy per step, simple and fine
-    at this scale), then its query attends over all t+1 cached positions. No
-    mask is needed: everything in the cache is in the past.
+    and value are appended (in place, into a buffer with room to grow:
+    kvbuffer.py; so decode from each cache once, as generate does), then its
+    query attends over all t+1 cached positions. No mask is needed:
+    everything in the cache is in the past.
     Stepping x[:, 0], x[:, 1], ... reproduces forward(params, x, n_heads)[0].
 
     max_len, if given, is the most tokens the cache may hold (e.g. the model's
@@ -156,10 +176,13 @@ def decode_step(params, x_t, n_heads, kv=None, max_len=None, *, check=True):
     q = qkv[:, :D].reshape(B, n_heads, 1, hs)               # (B,D) -> (B,H,1,hs)
     k = qkv[:, D:2 * D].reshape(B, n_heads, 1, hs)          # (B,D) -> (B,H,1,hs)
     v = qkv[:, 2 * D:].reshape(B, n_heads, 1, hs)           # (B,D) -> (B,H,1,hs)
-    k_all = k if kv is None else np.concatenate([kv.k, k], axis=2)   # (B,H,t,hs) -> (B,H,t+1,hs)
-    v_all = v if kv is None else np.concatenate([kv.v, v], axis=2)   # (B,H,t,hs) -> (B,H,t+1,hs)
-    S = (q @ k_all.transpose(0, 1, 3, 2)) * scale           # (B,H,1,hs) @ (B,H,hs,t+1) -> (B,H,1,t+1)
+    if kv is None:                                          # the first token: empty buffers
+        kv = KVCache(None, None, 0)
+    k_buffer, _ = kvbuffer.append(kv.k_buffer, kv.length, k, axis=2)
+    v_buffer, length = kvbuffer.append(kv.v_buffer, kv.length, v, axis=2)
+    kv = KVCache(k_buffer, v_buffer, length)                # t+1 positions now
+    S = (q * scale) @ kv.k.transpose(0, 1, 3, 2)            # (B,H,1,hs) @ (B,H,hs,t+1) -> (B,H,1,t+1)
     P, _ = ops.softmax_forward(S)                           # (B,H,1,t+1)
-    o = P @ v_all                                           # (B,H,1,t+1) @ (B,H,t+1,hs) -> (B,H,1,hs)
+    o = P @ kv.v                                            # (B,H,1,t+1) @ (B,H,t+1,hs) -> (B,H,1,hs)
     y_t = o.reshape(B, D) @ params["proj"]                  # (B,D) @ (D,D) -> (B,D)
-    return y_t, KVCache(k_all, v_all)
+    return y_t, kv

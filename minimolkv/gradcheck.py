@@ -22,8 +22,18 @@ from dataclasses import dataclass
 import numpy as np
 
 H = 1e-5            # centred-difference step
-LAYER_TOL = 1e-7    # a single layer, float64
-MODEL_TOL = 1e-5    # a whole model, float64
+# Why these tolerances. A centred difference has two errors: truncation,
+# about h^2 |f'''| / 6 ~ 1e-11 relative for functions of order 1, and
+# rounding, about eps |f| / h = 1e-16 / 1e-5 ~ 1e-11. A correct layer
+# therefore agrees to 1e-9 .. 1e-12 (the report shows it), and a wrong one --
+# a forgotten term, a transposed matrix -- is off by 1e-3 or more.
+LAYER_TOL = 1e-7    # one layer in float64: 100x above what a correct layer shows, far below a bug
+# The whole model's check differentiates one scalar, the mean loss over B*T
+# tokens: nudging one parameter by h moves it by ~1e-7, so L(x+h) - L(x-h)
+# cancels most of its digits (rounding ~ eps |L| / h ~ 5e-11 absolute) while
+# many gradient entries are themselves ~1e-4 (a mean over tokens). That costs
+# about two digits, hence 100x looser. Measured worst: ~1e-8.
+MODEL_TOL = 1e-5    # the whole model in float64
 
 
 @dataclass

@@ -63,7 +63,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minimolkv import experts, ops, validate
+from minimolkv import experts, kvbuffer, ops, validate
 
 VARIANTS = ("joint", "recency", "gated")
 RECENCY_INIT = 0.5         # m[n] starts at ALiBi's slopes 0.5, 0.25, 0.125, ... one per expert
@@ -91,11 +91,21 @@ class MolkvCache(NamedTuple):
 
 
 class DecodeState(NamedTuple):
-    """The key-value expert cache of the tokens decoded so far."""
-    k: np.ndarray              # (B,t,N,Dk)
-    v: np.ndarray              # (B,t,N,D)
+    """The key-value expert cache of the tokens decoded so far, in buffers with room
+    to grow (kvbuffer.py); with a window only the last `window` tokens are read."""
+    k_buffer: np.ndarray       # (B,capacity,N,Dk)
+    v_buffer: np.ndarray       # (B,capacity,N,D)
+    length: int                # positions filled
     window: int | None
     variant: str
+
+    @property
+    def k(self):
+        return kvbuffer.filled(self.k_buffer, self.length, axis=1, keep=self.window)   # (B,t,N,Dk) a view
+
+    @property
+    def v(self):
+        return kvbuffer.filled(self.v_buffer, self.length, axis=1, keep=self.window)   # (B,t,N,D) a view
 
 
 def init(rng, d_model, d_expert, n_experts, d_key, variant="joint", dtype=np.float64):
@@ -363,8 +373,9 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, variant="joint"
     `state` is None at the first token, then the DecodeState this function
     returned: the key-value expert cache of the tokens so far, k (B,t,N,Dk)
     and v (B,t,N,D). The newest token's N keys and N values are looked up and
-    appended (np.concatenate: a copy per step, simple and fine at this scale);
-    with a window only the last `window` tokens are kept. Its query attends
+    appended (in place, into buffers with room to grow: kvbuffer.py; so
+    decode from each state once, as generate does); with a window only the
+    last `window` tokens are read and kept. Its query attends
     over the whole cache with no mask ("gated": over the cache before this
     token, which its own term covers). O(t·N) per token.
     Stepping ids[:, 0], ids[:, 1], ... reproduces forward_lut.
@@ -374,12 +385,12 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, variant="joint"
     B = h_t.shape[0]
     k_t = np.asarray(luts["k"][ids_t])[:, None]                  # (B,) -> (B,1,N,Dk)
     v_t = np.asarray(luts["v"][ids_t])[:, None]                  # (B,) -> (B,1,N,D)
-    k_past = state.k if state is not None else k_t[:, :0]        # (B,t,N,Dk), empty at the first token
-    v_past = state.v if state is not None else v_t[:, :0]        # (B,t,N,D)
-    k_all = np.concatenate([k_past, k_t], axis=1)                # (B,t+1,N,Dk)
-    v_all = np.concatenate([v_past, v_t], axis=1)                # (B,t+1,N,D)
-    if window is not None:
-        k_all, v_all = k_all[:, -window:], v_all[:, -window:]    # keep the last `window` tokens
+    if state is None:                                            # the first token: empty buffers
+        state = DecodeState(None, None, 0, window, variant)
+    k_buffer, _ = kvbuffer.append(state.k_buffer, state.length, k_t, axis=1, keep=window)
+    v_buffer, length = kvbuffer.append(state.v_buffer, state.length, v_t, axis=1, keep=window)
+    state = DecodeState(k_buffer, v_buffer, length, window, variant)
+    k_all, v_all = state.k, state.v                              # (B,t+1,N,Dk), (B,t+1,N,D): the last `window`
     Tk = k_all.shape[1]
     offset = np.zeros((1, Tk, 1), dtype=h_t.dtype)               # (1,Tk,1) everything cached is allowed...
     if variant == "gated":
@@ -388,4 +399,4 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, variant="joint"
         distance = np.arange(Tk - 1, -1, -1)                     # (Tk,) t - j: the newest is 0
         offset = offset - softplus(params["recency"]) * distance[None, :, None]   # (1,Tk,N)
     y = attend_lut(params, h_t[:, None], k_all, v_all, variant, offset, own_v=v_t)   # (B,1,D)
-    return y.reshape(B, -1), DecodeState(k_all, v_all, window, variant)
+    return y.reshape(B, -1), state

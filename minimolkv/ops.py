@@ -185,17 +185,21 @@ def softmax_forward(x):
     entry takes the limit: the +inf entries of a row share all of its weight.
     """
     m = np.max(x, axis=-1, keepdims=True)                  # (...,1)  subtract the max: exp never overflows
-    if np.isinf(m).any():                                  # rows whose max is -inf (fully masked) or +inf
+    infinite = not np.isfinite(m).all()                    # rare: a fully masked row, or a +inf entry
+    if infinite:
         x, m = _infinite_rows(x, m)
-    ex = np.exp(x - m)                                     # (...,K)
-    total = np.sum(ex, axis=-1, keepdims=True)             # (...,1)
-    p = ex / np.where(total > 0, total, 1.0)               # (...,K)
+    p = x - m                                              # (...,K)  at most 0
+    np.exp(p, out=p)                                       # (...,K)  in place
+    total = np.sum(p, axis=-1, keepdims=True)              # (...,1)  >= 1: the max contributes exp(0)
+    if infinite:
+        total[total == 0] = 1.0                            # a fully masked row stays all zeros
+    p /= total                                             # (...,K)
     return p, p
 
 
 def _infinite_rows(x, m):
     """Rows with an infinite max: a +inf row keeps only its +inf entries (as 0, the rest
-    -inf), so they share the weight; an all -inf row shifts by 0 and stays all zeros."""
+    -inf), so they share the weight; an all -inf row is shifted by 0 and stays -inf."""
     pos = np.isposinf(m)                                   # (...,1)
     x = np.where(pos, np.where(np.isposinf(x), 0.0, -np.inf), x).astype(x.dtype, copy=False)
     return x, np.where(np.isinf(m), 0.0, m).astype(m.dtype, copy=False)
@@ -234,15 +238,15 @@ def cross_entropy_forward(logits, targets, *, check=True):
         validate.cross_entropy(logits, targets)
     m = np.max(logits, axis=-1, keepdims=True)                       # (...,1)
     x = logits
-    if np.isinf(m).any():                                            # rare: see softmax_forward
+    if not np.isfinite(m).all():                                     # rare: see softmax_forward
         x, m = _infinite_rows(x, m)
     shifted = x - m                                                  # (...,V) at most 0
-    ex = np.exp(shifted)                                             # (...,V)
-    total = np.sum(ex, axis=-1, keepdims=True)                       # (...,1) >= 1 unless all -inf
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logp_target = np.take_along_axis(shifted, targets[..., None], axis=-1) - np.log(total)  # (...,1)
-    logp_target = np.where(total > 0, logp_target, -np.inf)          # an all -inf row: infinite loss
-    p = ex / np.where(total > 0, total, 1.0)                         # (...,V) softmax, for the backward
+    picked = np.take_along_axis(shifted, targets[..., None], axis=-1)   # (...,1) (logits - m)[target]
+    p = np.exp(shifted, out=shifted)                                 # (...,V) in place: exp(logits - m)
+    total = np.sum(p, axis=-1, keepdims=True)                        # (...,1) >= 1 unless a row is all -inf
+    with np.errstate(divide="ignore"):
+        logp_target = picked - np.log(total)                         # (...,1) log softmax at the target
+    p /= np.where(total > 0, total, 1.0)                             # (...,V) softmax, for the backward
     loss = -np.mean(logp_target)                                     # scalar
     return loss, CrossEntropyCache(p, targets)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minimolkv import checkpoint, model, validate
+from minimolkv import checkpoint, memory, model, validate
 from minimolkv.data import DataSpec, get_batch  # noqa: F401 (DataSpec: train.DataSpec for callers)
 from minimolkv.optim import adamw_init, adamw_step, clip_grad_norm, lr_schedule
 
@@ -106,6 +106,7 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
     interruption on purpose, e.g. to show that resuming is exact.
     Returns the run, updated in place.
     """
+    memory.keep_freed_memory()                      # no page-fault storm per step (memory.py)
     params, opt, rng = run["params"], run["opt"], run["rng"]
     config, s = run["config"], run["settings"]
     end = s.steps if stop_after is None else min(s.steps, stop_after)

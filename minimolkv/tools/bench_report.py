@@ -58,9 +58,10 @@ def _train_table(results):
     return [
         f"Train step = forward + backward on {B}x{T} tokens, median of {s.repeats} after {s.warmup} "
         "warm-up. GFLOP = matmul FLOPs (3x forward); moe counts all N experts (computed densely here).",
-        _table(["kind", "tokens/s", "step ms", "GFLOP", "GFLOP/s", "% peak"],
+        _table(["kind", "tokens/s", "step ms", "GFLOP", "GFLOP/s", "% peak", "page faults/step"],
                [[k, f"{v['tokens_per_s']:,.0f}", f"{1e3 * v['step_s']:.1f}", f"{v['train_flops'] / 1e9:.3f}",
-                 f"{v['gflops']:.1f}", f"{100 * v['peak_fraction']:.1f}"] for k, v in r.items()]),
+                 f"{v['gflops']:.1f}", f"{100 * v['peak_fraction']:.1f}",
+                 "-" if v["faults_per_step"] is None else f"{v['faults_per_step']:,.0f}"] for k, v in r.items()]),
     ]
 
 
@@ -93,8 +94,8 @@ def _decode_table(results):
     r, s = results["rows"], results["settings"]
     t_lo, t_hi = min(s.decode_T), max(s.decode_T)
     return [
-        f"Decode: one generate.step at position T with T tokens in the caches, batch 1, "
-        f"median of {s.decode_repeats} (mole/molkv from lookup tables).",
+        f"Decode: generate.step at positions T .. T+{s.decode_repeats - 1} after T tokens, batch 1, "
+        f"median of the {s.decode_repeats} steps (mole/molkv from lookup tables).",
         _table(["kind"] + [f"ms/token T={t}" for t in s.decode_T] + [f"T={t_hi} / T={t_lo}"],
                [[k] + [f"{v['decode_ms'][t]:.3f}" for t in s.decode_T] + [f"{v['decode_ratio']:.2f}x"]
                 for k, v in r.items()]),
@@ -117,7 +118,7 @@ def _goals_table(results):
         [f"{r[k]['lut_flop_ratio']:.2f}x" if "lut_flop_ratio" in r[k] else "-" for k in r],
         [f"  expert block alone >= {GOAL_LUT_SPEEDUP:.0f}x"] +
         cells(lambda x: f"{x:.1f}x", "block_speedup", lambda x: x >= GOAL_LUT_SPEEDUP),
-        [f"decode T={t_hi} within {GOAL_DECODE_RATIO:.0f}x of T={t_lo}"] +
+        [f"decode T={t_hi} within {GOAL_DECODE_RATIO:g}x of T={t_lo}"] +
         cells(lambda x: f"{x:.2f}x", "decode_ratio", lambda x: x <= GOAL_DECODE_RATIO),
     ]
     out = ["Goals (reported, never enforced):", _table(["goal"] + list(r), rows)]

@@ -373,6 +373,8 @@ def build_parser():
 
 
 def main(argv=None):
+    from minimolkv.memory import keep_freed_memory
+    keep_freed_memory()                              # every command: no page-fault storms (memory.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
