@@ -74,7 +74,8 @@ def table_shapes(vocab_size, d_model, d_expert, n_experts):
 
 
 def experts_forward(params, e):
-    """Every expert on the token embeddings: e (...,D) -> u (...,N,D).
+    """Every expert on the token embeddings: e (...,D) -> u (...,N,D),
+    and for the backward a (...,N,F) and the hidden layer's cache.
 
     Used by forward (e = the batch's embeddings) and by build_lut (e = the
     whole embedding table), so the table holds exactly what training computed.

@@ -151,7 +151,8 @@ def table_shapes(vocab_size, d_model, d_expert, n_experts, d_key, variant="joint
 # ----------------------------------------------------------------------------
 
 def experts_forward(params, e):
-    """Every expert on the token embeddings: e (...,D) -> k (...,N,Dk), v (...,N,D).
+    """Every expert on the token embeddings: e (...,D) -> k (...,N,Dk), v (...,N,D),
+    and for the backward a (...,N,F) and the hidden layer's cache.
 
     Used by forward (e = the batch's embeddings) and by build_lut (e = the
     whole embedding table), so the tables hold exactly what training computed.
@@ -353,7 +354,7 @@ def attend_lut(params, h, k, v, variant, offset, own_v=None):
 def forward_lut(params, h, ids, luts, *, window=None, variant="joint", check=True):
     """Inference with the tables: h (B,T,D), ids (B,T) -> y (B,T,D).
 
-    Equals forward(params, h, emb[ids], window, variant)[0], with no expert
+    Equals forward(params, h, emb[ids], window=window, variant=variant)[0], with no expert
     FFN run: only `query` (and "gated": router, gate; "recency": recency) stays
     in RAM. luts["k"], luts["v"]: ndarrays, np.memmaps or lut.LookupTables.
     """

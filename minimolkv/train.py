@@ -99,7 +99,7 @@ def progress_line(step, total, loss, val, tok_per_s, eta_s):
 
 
 def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
-    """Train `run` (from new_run or load_checkpoint) up to run["settings"].steps.
+    """Train `run` (from new_run or checkpoint.load) up to run["settings"].steps.
 
     out_dir: where checkpoints go (None: keep nothing on disk).
     stop_after: stop (with a checkpoint) after this many total steps — an

@@ -98,7 +98,7 @@ def val_curves(curves, path=None, title="Validation loss"):
 
 
 def window_masks(masks, n_experts=1, path=None, title=None):
-    """masks: {label: (T,T) bool from molkv.window_mask}, one panel each (dark = allowed).
+    """masks: {label: (T,T) bool, True where query t may see key j}, one panel each (dark = allowed).
 
     With n_experts = N > 1 every key column is repeated N times: row t is then
     the row of the (T, T*N) score matrix that MoLKV's joint softmax runs over,
