@@ -272,6 +272,11 @@ def softplus(x):
     return np.logaddexp(0.0, x)
 
 
+def sigmoid(x):
+    """1 / (1 + exp(-x)) = exp(-softplus(-x)), computed without overflow."""
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
 def backward(dy, cache, *, check=True):
     """dy (B,T,D) -> dh (B,T,D), de (B,T,D), grads (the keys of params).
 
@@ -311,7 +316,7 @@ def backward(dy, cache, *, check=True):
     if c.variant == "recency":
         # S[t,j,n] -= m[n] (t - j),  m = softplus(recency):  dm/drecency = sigmoid(recency)
         dm = -np.einsum("btjn,tj->n", dS, c.distance.astype(dS.dtype))       # (N,)
-        grads["recency"] = dm / (1.0 + np.exp(-c.params["recency"]))         # (N,)
+        grads["recency"] = dm * sigmoid(c.params["recency"])                 # (N,)
     if c.variant == "gated":
         dv = dv + dv_own                                         # v feeds both terms: the gradients add
     # q = h @ query

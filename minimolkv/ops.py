@@ -198,10 +198,11 @@ def softmax_forward(x):
 
 
 def _infinite_rows(x, m):
-    """Rows with an infinite max: a +inf row keeps only its +inf entries (as 0, the rest
-    -inf), so they share the weight; an all -inf row is shifted by 0 and stays -inf."""
-    pos = np.isposinf(m)                                   # (...,1)
-    x = np.where(pos, np.where(np.isposinf(x), 0.0, -np.inf), x).astype(x.dtype, copy=False)
+    """Rows with an infinite max. An all -inf row (fully masked) is shifted by 0 and
+    stays -inf: its exps are 0. A row holding +inf keeps only its +inf entries (as 0,
+    the rest -inf), so they share the weight -- the only case that rewrites x."""
+    if np.isposinf(m).any():
+        x = np.where(np.isposinf(m), np.where(np.isposinf(x), 0.0, -np.inf), x).astype(x.dtype, copy=False)
     return x, np.where(np.isinf(m), 0.0, m).astype(m.dtype, copy=False)
 
 
