@@ -53,7 +53,7 @@ def save(folder, run):
 
 def metrics_csv(rows):
     """The metric rows as CSV bytes (a spreadsheet- or pandas-friendly copy of config.json's)."""
-    fields = ["step", "lr", "train_loss", "val_loss", "grad_norm", "tokens_per_s", "elapsed_s"]
+    fields = ["step", "lr", "train_loss", "val_loss", "full_val_loss", "grad_norm", "tokens_per_s", "elapsed_s"]
     lines = [",".join(fields)]
     for r in rows:
         lines.append(",".join("" if r.get(k) is None else f"{r[k]:.6g}" for k in fields))

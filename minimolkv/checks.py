@@ -9,7 +9,7 @@ in the report is exactly what the tests assert.
 
 import numpy as np
 
-from minimolkv import attention, model, moe, mole, molkv, ops
+from minimolkv import attention, ctxattn, model, moe, mole, molkv, ops
 from minimolkv.gradcheck import MODEL_TOL, check_block, check_pair, compare
 
 
@@ -190,6 +190,20 @@ def check_molkv(seed=0, window=None, variant="joint"):
                        prefix="molkv.", window=window, variant=variant)
 
 
+def check_ctxattn(seed=0, window=None):
+    """The control block (attention with recency over keys and values from h): h and every parameter."""
+    rng = np.random.default_rng(seed)
+    B, T, D, Dk = 2, 5, 6, 4
+    params = {
+        "query": 2 * rng.standard_normal((D, Dk)) / np.sqrt(D),         # (D,Dk) scores of order 1-3
+        "key": rng.standard_normal((D, Dk)) / np.sqrt(D),               # (D,Dk)
+        "value": rng.standard_normal((D, D)) / np.sqrt(D),              # (D,D)
+        "recency": rng.uniform(-1.0, 0.5, size=1),                      # (1,) m of order 0.3-1
+    }
+    return check_block(ctxattn.forward, ctxattn.backward, params, {"h": rng.standard_normal((B, T, D))},
+                       seed, prefix="ctxattn.", window=window)
+
+
 # Every check the CLI runs, in reading order: {title: function(seed) -> rows}.
 CHECKS = {
     "ops": check_ops,
@@ -209,4 +223,7 @@ CHECKS = {
     "model (molkv)": lambda seed: check_model("molkv", seed),
     "model (molkv, recency)": lambda seed: check_model("molkv", seed, variant="recency"),
     "model (molkv, gated)": lambda seed: check_model("molkv", seed, variant="gated"),
+    "ctxattn": check_ctxattn,
+    "ctxattn (window=3)": lambda seed: check_ctxattn(seed, 3),
+    "model (ctxattn)": lambda seed: check_model("ctxattn", seed),
 }

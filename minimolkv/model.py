@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minimolkv import attention, ffn, moe, mole, molkv, ops, validate
+from minimolkv import attention, ctxattn, ffn, moe, mole, molkv, ops, validate
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,9 @@ BLOCKS = {
     "mole": Block(mole, ("d_model", "d_expert", "n_experts"), in_tables=("norm", "up", "down")),
     "molkv": Block(molkv, ("d_model", "d_expert", "n_experts", "d_key", "variant"), ("window", "variant"),
                    residual="down_v", in_tables=("norm", "up", "down_k", "down_v")),
+    "ctxattn": Block(ctxattn, ("d_model", "d_key"), ("window",), residual="value"),
 }
-KINDS = ("dense", "moe", "mole", "molkv")      # a kind names its expert block; dense has none
+KINDS = ("dense", "moe", "mole", "molkv", "ctxattn")   # a kind names its expert block; dense has none
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,11 @@ class Config:
     n_layers: int = 2
     n_heads: int = 4
     d_ff: int = 256               # dense FFN hidden size, in every layer
-    kind: str = "molkv"           # "dense" | "moe" | "mole" | "molkv"
+    kind: str = "molkv"           # "dense" | "moe" | "mole" | "molkv" | "ctxattn" (the control)
     n_experts: int = 4            # N
     d_expert: int = 128           # F, each expert's hidden size
     d_key: int = 16               # Dk, MoLKV key size
-    window: int | None = None     # MoLKV: attend over the last `window` tokens' experts
+    window: int | None = None     # MoLKV, ctxattn: attend over the last `window` tokens only
     variant: str = "joint"        # MoLKV formulation: "joint" | "recency" | "gated" (molkv.py)
     top_k: int = 2                # MoE: experts kept per token
 

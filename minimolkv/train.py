@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minimolkv import checkpoint, memory, model, validate
-from minimolkv.data import DataSpec, get_batch  # noqa: F401 (DataSpec: train.DataSpec for callers)
+from minimolkv.data import DataSpec, eval_windows, get_batch  # noqa: F401 (train.DataSpec for callers)
 from minimolkv.optim import adamw_init, adamw_step, clip_grad_norm, lr_schedule
 
 
@@ -57,15 +57,30 @@ class Settings:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 
 
-def evaluate(params, config, ids, settings):
-    """Mean loss over `eval_batches` fixed batches (the same every call)."""
-    rng = np.random.default_rng(settings.seed + 99991)                # not the training generator
-    losses = []
-    for _ in range(settings.eval_batches):
-        x, y = get_batch(ids, settings.batch_size, config.context_len, rng)   # (B,T), (B,T)
-        loss, _, _ = model.forward(params, config, x, y)
-        losses.append(float(loss))
-    return float(np.mean(losses))
+def evaluate(params, config, ids, settings, full=False):
+    """Mean loss on validation windows (data.eval_windows: non-overlapping, T+1 tokens).
+
+    full=False: eval_batches * batch_size windows spread evenly over the split,
+    the same ones at every call, for every kind and seed (the curves);
+    full=True: every window of the split (the final number), 64 per forward.
+    """
+    windows = eval_windows(ids, config.context_len)                  # (n,T+1)
+    if not full:
+        k = min(len(windows), settings.eval_batches * settings.batch_size)
+        windows = windows[np.linspace(0, len(windows) - 1, k).astype(int)]   # (k,T+1)
+    total = 0.0
+    for start in range(0, len(windows), 64):
+        chunk = windows[start:start + 64]                            # (b,T+1)
+        loss, _, _ = model.forward(params, config, chunk[:, :-1], chunk[:, 1:], check=False)
+        total += float(loss) * len(chunk)                            # a mean over the chunk's tokens
+    return total / len(windows)
+
+
+def epochs(run, dataset):
+    """How many times the training tokens were seen so far (None: an endless stream)."""
+    n = dataset.train_tokens
+    s = run["settings"]
+    return None if n is None else run["step"] * s.batch_size * run["config"].context_len / n
 
 
 # ----------------------------------------------------------------------------
@@ -109,6 +124,7 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
     memory.keep_freed_memory()                      # no page-fault storm per step (memory.py)
     params, opt, rng = run["params"], run["opt"], run["rng"]
     config, s = run["config"], run["settings"]
+    validate.model_params(params, config)           # once: the steps below run unchecked
     end = s.steps if stop_after is None else min(s.steps, stop_after)
     tokens_per_step = s.batch_size * config.context_len
     start_time, start_step = time.perf_counter(), run["step"]
@@ -116,7 +132,7 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
         step = run["step"]
         lr = lr_schedule(step, s.steps, s.lr, min(s.warmup, s.steps - 1), s.min_lr_ratio)
         x, y = get_batch(dataset.train, s.batch_size, config.context_len, rng)   # (B,T), (B,T)
-        loss, _, cache = model.forward(params, config, x, y)
+        loss, _, cache = model.forward(params, config, x, y, check=False)
         if not math.isfinite(loss):
             where = f"the last good checkpoint is in {out_dir!r}" if out_dir else "no checkpoint was kept"
             raise TrainingDiverged(f"loss became {loss} at step {step + 1}: training stopped; {where}. "
@@ -138,6 +154,8 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
                "val_loss": None, "tokens_per_s": tok_per_s, "elapsed_s": elapsed}
         if done % s.eval_every == 0 or done == end:
             row["val_loss"] = evaluate(params, config, dataset.val, s)
+            if done == s.steps:                                      # the end: the whole split
+                row["full_val_loss"] = evaluate(params, config, dataset.val, s, full=True)
             run["metrics"].append(row)
             if out_dir is not None:
                 checkpoint.save(out_dir, run)

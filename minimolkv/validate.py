@@ -171,6 +171,20 @@ def _unread_e(e, block):
                         "options such as top_k are keyword-only")
 
 
+def ctxattn_params(params):
+    from minimolkv.ctxattn import param_shapes
+    _anchored(params, {"query": 2}, "ctxattn")
+    D, Dk = params["query"].shape
+    return D, param_dict(params, param_shapes(D, Dk))
+
+
+def ctxattn_forward(params, h, e, window):
+    D, dtype = ctxattn_params(params)
+    _hidden(h, D, dtype)
+    _unread_e(e, "the control (ctxattn)")
+    positive_int(window, "window", allow_none=True)
+
+
 def ffn_forward(params, h, e):
     D, dtype = ffn_params(params)
     _hidden(h, D, dtype)

@@ -1,4 +1,4 @@
-"""tokenizer.py and data.py: tokenizers, corpora, splits and batches."""
+"""tokenizer.py, corpora.py and data.py: tokenizers, corpora, splits and batches."""
 
 import hashlib
 import json
@@ -10,9 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from minimolkv import data, tokenizer
-from minimolkv.data import (get_batch, load_dataset, load_text, split, stdlib_corpus, synthetic_corpus,
-                            synthetic_reference_losses)
+from minimolkv import corpora, data, tokenizer
+from minimolkv.corpora import (SyntheticStream, shakespeare_plays, stdlib_corpus, synthetic_corpus,
+                               synthetic_reference_losses)
+from minimolkv.data import eval_windows, get_batch, load_dataset, load_text, split
 from minimolkv.tokenizer import BPETokenizer, ByteTokenizer, IdTokenizer, tokenizer_from_dict
 
 STRANGE_TEXTS = [
@@ -139,7 +140,7 @@ def test_bpe_encode_applies_merges_in_learned_order(bpe, corpus):
 
 
 def test_serialisation_restores_every_kind(bpe):
-    names = data.synthetic_names(40)
+    names = corpora.synthetic_names(40)
     for tok in (ByteTokenizer(), bpe, IdTokenizer(names)):
         d = json.loads(json.dumps(tok.to_dict()))          # must survive JSON
         back = tokenizer_from_dict(d)
@@ -155,7 +156,7 @@ def test_serialisation_restores_every_kind(bpe):
 
 
 def test_id_tokenizer():
-    tok = IdTokenizer(data.synthetic_names(30))
+    tok = IdTokenizer(corpora.synthetic_names(30))
     ids = np.array([0, 8, 9, 17, 29])
     assert tok.decode(ids) == "K0 ? A0 w17 w29"
     assert tok.encode("K0 ? A0 w17 w29").tolist() == ids.tolist()
@@ -193,7 +194,7 @@ def test_stdlib_corpus_is_deterministic_and_sizeable(corpus):
     assert corpus.isascii()
     assert "Return" in corpus and "\n\n" in corpus
     # a fresh interpreter (other hash seed, other import state) builds the same text
-    code = ("import hashlib; from minimolkv.data import stdlib_corpus; "
+    code = ("import hashlib; from minimolkv.corpora import stdlib_corpus; "
             "print(hashlib.sha256(stdlib_corpus().encode()).hexdigest())")
     env = dict(os.environ, PYTHONHASHSEED="123")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -211,7 +212,7 @@ def test_synthetic_corpus_seeded_and_in_range():
 
 
 def test_synthetic_rule_holds():
-    K = data.SYN_KEYS
+    K = corpora.SYN_KEYS
     ids = synthetic_corpus(20_000, 48, seed=0)
     assert ids[0] < K                                      # starts with a key
     after = np.flatnonzero(ids[:-1] == K) + 1              # positions right after a trigger
@@ -224,11 +225,42 @@ def test_synthetic_rule_holds():
     # fillers follow the bigram table: each previous token has at most 4 filler successors
     fill = ids[1:] > 2 * K
     for prev in range(48):
-        assert len(np.unique(ids[1:][fill & (ids[:-1] == prev)])) <= data.SYN_BRANCH
+        assert len(np.unique(ids[1:][fill & (ids[:-1] == prev)])) <= corpora.SYN_BRANCH
+
+
+def rule_holds(ids, K=corpora.SYN_KEYS, first_key_known=True):
+    """Every answer follows a trigger and names the last key; fillers follow the bigram table."""
+    after = np.flatnonzero(ids[:-1] == K) + 1              # positions right after a trigger
+    for t in after:
+        keys = ids[:t][ids[:t] < K]
+        if len(keys) or first_key_known:
+            assert ids[t] == K + 1 + keys[-1]
+        else:
+            assert K < ids[t] <= 2 * K                     # an answer, to a key before the window
+    answers = (ids > K) & (ids <= 2 * K)
+    answers[0] &= first_key_known                          # a window may start right after a trigger
+    assert np.array_equal(np.flatnonzero(answers), after)  # answers appear nowhere else
+    return len(after)
+
+
+def test_synthetic_stream_is_fresh_follows_the_rule_and_matches_the_chain():
+    stream = SyntheticStream(64, seed=2)
+    rng = np.random.default_rng(0)
+    a = stream.windows(200, 65, rng)                       # (200,65)
+    b = stream.windows(200, 65, rng)
+    assert a.shape == (200, 65) and a.dtype == np.int64 and a.min() >= 0 and a.max() < 64
+    assert not any(np.array_equal(x, y) for x in a for y in b)   # fresh windows, never repeated
+    np.testing.assert_array_equal(a, stream.windows(200, 65, np.random.default_rng(0)))  # seeded
+    assert sum(rule_holds(w, first_key_known=False) for w in a) > 500
+    assert np.mean(a[:, 0] < corpora.SYN_KEYS) < 0.2       # a window starts anywhere, not at a key
+    # the token statistics of the windows equal those of one long chain of the same task
+    chain = synthetic_corpus(60_000, 64, seed=2)
+    for kind in (lambda x: x < 8, lambda x: x == 8, lambda x: x > 16):
+        assert abs(np.mean(kind(a)) - np.mean(kind(chain))) < 0.02
 
 
 def test_synthetic_reference_losses():
-    K = data.SYN_KEYS
+    K = corpora.SYN_KEYS
     ids = synthetic_corpus(30_000, 64, seed=5)
     ref = synthetic_reference_losses(ids, 64, seed=5)
     assert math.isfinite(ref["optimal"])                   # every token possible under the rule
@@ -315,11 +347,38 @@ def test_get_batch_bad_inputs():
         get_batch(list(range(100)), 2, 4, rng)
 
 
+def test_eval_windows_cover_the_split_once():
+    ids = np.arange(100)
+    w = eval_windows(ids, 8)                               # (12, 9): 12 * 8 + 1 = 97 tokens used
+    assert w.shape == (12, 9)
+    np.testing.assert_array_equal(w[:, 1:].ravel(), np.arange(1, 97))   # each target predicted once
+    np.testing.assert_array_equal(w[1:, 0], w[:-1, -1])    # consecutive windows share one token
+    with pytest.raises(ValueError, match="fewer than context_len \\+ 1 = 9"):
+        eval_windows(np.arange(8), 8)
+
+
+def test_shakespeare_is_plain_text_and_enough_for_one_epoch():
+    plays = shakespeare_plays()
+    assert len(plays) == 38 and all(name in plays for name in data.SHAKESPEARE_VAL)
+    text = "".join(plays.values())
+    assert 4_500_000 < len(text) < 5_500_000
+    for markup in ("**", "__", "\\", "#"):
+        assert markup not in text, markup
+    assert "MACBETH:\nSo foul and fair a day I have not seen." in plays["macbeth"]
+    d = load_dataset("shakespeare")
+    assert d.tokenizer.vocab_size == 512 and d.train_tokens >= 2_000_000     # compare's 1.5M tokens: < 1 epoch
+    assert 200_000 < len(d.val) < 300_000
+    assert d.tokenizer.decode(d.val).startswith(plays[data.SHAKESPEARE_VAL[0]])  # whole held-out plays
+
+
 def test_load_dataset(tmp_path):
-    syn = load_dataset("synthetic", vocab_size=40, n_tokens=2000, seed=1)
-    assert len(syn.train) == 1800 and len(syn.val) == 200
-    assert syn.tokenizer.vocab_size == 40 and "ideal" in syn.description
-    np.testing.assert_array_equal(np.concatenate([syn.train, syn.val]), synthetic_corpus(2000, 40, 1))
+    syn = load_dataset("synthetic", vocab_size=40, seed=1)
+    assert isinstance(syn.train, SyntheticStream) and syn.train_tokens is None
+    assert len(syn.val) == data.SYNTHETIC_VAL_TOKENS and syn.tokenizer.vocab_size == 40
+    np.testing.assert_array_equal(syn.val, load_dataset("synthetic", vocab_size=40, seed=1).val)
+    x, y = get_batch(syn.train, 4, 16, np.random.default_rng(0))
+    assert x.shape == y.shape == (4, 16)
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])
 
     path = tmp_path / "tiny.txt"
     text = "the cat sat on the mat. " * 40 + "the end."
@@ -335,7 +394,7 @@ def test_load_dataset(tmp_path):
     assert std.tokenizer.vocab_size == 512 and len(std.val) > 10_000
     assert std.tokenizer.decode(std.train) + std.tokenizer.decode(std.val) == stdlib_corpus()
 
-    with pytest.raises(FileNotFoundError, match="'stdlib', 'synthetic' or the path of a text file"):
+    with pytest.raises(FileNotFoundError, match="'shakespeare', 'stdlib', 'synthetic' or the path of a text file"):
         load_dataset("stdlb")
     with pytest.raises(ValueError, match="tokenizer must be 'bpe' or 'byte'"):
         load_dataset("stdlib", tokenizer="chars")

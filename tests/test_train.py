@@ -137,22 +137,44 @@ def test_bad_train_arguments_exit_2_with_one_line(tmp_path, capsys):
     assert "not a checkpoint folder" in capsys.readouterr().err
 
 
-def test_compare_in_fast_mode_tabulates_all_four_kinds(tmp_path, capsys):
+def test_compare_in_fast_mode_tabulates_every_entry(tmp_path, capsys):
     args = ["compare", "--data", "synthetic", "--vocab", "64", "--steps", "4", "--eval-every", "2",
             "--seeds", "2", "--context-len", "16", "--d-model", "16", "--n-layers", "1", "--n-heads", "2",
-            "--d-ff", "32", "--d-expert", "16", "--d-key", "4", "--out", str(tmp_path)]
+            "--d-ff", "32", "--d-expert", "16", "--d-key", "4", "--out", str(tmp_path),
+            "--save-params", str(tmp_path / "params")]
     assert main(args) == 0
     table = (tmp_path / "results.md").read_text()
-    for kind in ("dense", "moe", "mole", "molkv"):
-        assert f"| {kind} |" in table
+    assert "python -m minimolkv compare --data synthetic" in table          # how to reproduce it
+    assert "Ideal predictors on the same validation windows: optimal" in table
+    entries = ["dense", "moe", "mole", "molkv", "molkv-recency", "molkv-gated", "control"]
+    for entry in entries:
+        assert f"| {entry} |" in table
     import csv
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
-    assert [r["kind"] for r in rows] == ["dense", "moe", "mole", "molkv"]
+    assert [r["entry"] for r in rows] == entries
+    runs = list(csv.DictReader(open(tmp_path / "runs.csv")))
+    assert len(runs) == 2 * len(entries) and all(r["epochs"] == "" for r in runs)   # a stream: no epochs
     for r in rows:
         assert np.isfinite(float(r["val_loss_mean"])) and float(r["tokens_per_s"]) > 0
         assert len(r["val_losses"].split()) == 2
+    by = {r["entry"]: r for r in rows}
+    for entry in entries:                                          # paired to mole, seed by seed
+        losses = [float(r["final_val_loss"]) for r in runs if r["entry"] == entry]
+        mole = [float(r["final_val_loss"]) for r in runs if r["entry"] == "mole"]
+        if entry != "mole":
+            assert float(by[entry]["diff_to_mole"]) == pytest.approx(np.mean(np.subtract(losses, mole)))
     assert (tmp_path / "val_curves.png").stat().st_size > 1000
-    moe = next(r for r in rows if r["kind"] == "moe")
-    dense = next(r for r in rows if r["kind"] == "dense")
+    assert len(list((tmp_path / "params").glob("*.npz"))) == 2 * len(entries)
+    dense = int(by["dense"]["activated_params"])
     router = 1 * 16 * 4                                            # L·D·N, the only extra
-    assert int(moe["activated_params"]) == int(dense["activated_params"]) + router   # matched as in the MoLE paper
+    assert int(by["moe"]["activated_params"]) == dense + router    # matched as in the MoLE paper
+    assert int(by["mole"]["activated_params"]) == dense + router
+    assert int(by["molkv"]["activated_params"]) == dense + 1 * 16 * 4          # L·D·Dk, the query
+    assert abs(int(by["control"]["activated_params"]) - int(by["molkv-recency"]["activated_params"])) <= 4
+
+
+def test_mean_interval_uses_student_t():
+    from minimolkv.tools.compare import mean_interval
+    mean, half = mean_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert mean == 3.0 and half == pytest.approx(2.776 * np.std([1, 2, 3, 4, 5], ddof=1) / np.sqrt(5))
+    assert np.isnan(mean_interval([2.0])[1])

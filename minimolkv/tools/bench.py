@@ -33,6 +33,8 @@ The forward of one batch, per part:
     molkv                   L · (2·M·D·Dk  +  2·M·N·F·(D + Dk + D)  +  2·B·T·(T·N)·(Dk + D))
                             query, expert FFNs (up, down_k, down_v), scores
                             and values over the (T, N) key-value experts
+    ctxattn (the control)   L · (2·M·D·(2·Dk + D)  +  2·B·T·T·(Dk + D))
+                            query, key, value from h; scores and values
     LUT inference           the expert FFN terms drop out (mole keeps router +
                             mixing, molkv keeps query + scores/values)
 
@@ -105,6 +107,9 @@ def forward_flops(config, batch_size, seq_len, lut=False):
     elif c.kind == "molkv":
         parts["query"] = L * 2 * M * D * Dk
         parts["expert scores/values"] = L * 2 * B * T * (T * N) * (Dk + D)
+    elif c.kind == "ctxattn":
+        parts["context q/k/v"] = L * 2 * M * D * (2 * Dk + D)
+        parts["context scores/values"] = L * 2 * B * T * T * (Dk + D)
     if c.kind in expert_ffn and not (lut and c.kind in ("mole", "molkv")):
         parts["expert FFNs"] = L * expert_ffn[c.kind]
     return parts

@@ -82,21 +82,29 @@ def cmd_gradcheck(args):
 # ----------------------------------------------------------------------------
 
 CONFIG_ARGS = ("vocab_size", "context_len", "d_model", "n_layers", "n_heads", "d_ff",
-               "n_experts", "d_expert", "d_key", "window", "top_k")
+               "n_experts", "d_expert", "d_key", "window", "top_k")     # integers; --kind, --variant besides
 
 
 def add_config_args(p, with_kind=True, with_vocab=True):
-    """--kind and every size of model.Config; unset sizes keep Config's defaults.
+    """--kind, --variant and every size of model.Config; unset sizes keep Config's defaults.
     with_vocab=False where the data's tokenizer decides the vocabulary (train, compare)."""
     from minimolkv.model import KINDS, Config
+    from minimolkv.molkv import VARIANTS
     if with_kind:
         p.add_argument("--kind", choices=KINDS, default="molkv", help="expert kind (default molkv)")
+        p.add_argument("--variant", choices=VARIANTS, default=None,
+                       help="MoLKV formulation (default joint; docs/design.md)")
     defaults = Config()
     for name in CONFIG_ARGS:
         if name == "vocab_size" and not with_vocab:
             continue
         p.add_argument("--" + name.replace("_", "-"), type=positive_int, default=None, metavar="N",
                        help=f"default {getattr(defaults, name)}")
+
+
+def compare_entries():
+    from minimolkv.tools.compare import ENTRIES
+    return ENTRIES
 
 
 def add_kinds_arg(p, verb):
@@ -110,8 +118,9 @@ def add_training_args(p):
     """Data and optimisation options shared by train and compare."""
     from minimolkv.train import Settings
     d = Settings()
-    p.add_argument("--data", default="stdlib", metavar="stdlib|synthetic|PATH",
-                   help="built-in docstring corpus (default), synthetic context task, or a UTF-8 text file")
+    p.add_argument("--data", default="shakespeare", metavar="shakespeare|stdlib|synthetic|PATH",
+                   help="Shakespeare's plays (default), the stdlib's docstrings, the synthetic context task "
+                        "(an endless stream), or a UTF-8 text file")
     p.add_argument("--tokenizer", choices=("bpe", "byte"), default="bpe", help="for text data (default bpe)")
     p.add_argument("--vocab", type=positive_int, default=512, metavar="V",
                    help="BPE vocabulary size; for synthetic data the number of token ids (default 512)")
@@ -135,7 +144,7 @@ def settings_from_args(args):
 def config_from_args(args, parser, **overrides):
     """A Config from the parsed options; an invalid combination is a one-line error (exit 2)."""
     from minimolkv.model import Config
-    sizes = {k: getattr(args, k) for k in CONFIG_ARGS if getattr(args, k, None) is not None}
+    sizes = {k: getattr(args, k) for k in CONFIG_ARGS + ("variant",) if getattr(args, k, None) is not None}
     sizes.update(overrides)
     try:
         return Config(kind=getattr(args, "kind", "dense"), **sizes)
@@ -162,7 +171,7 @@ def cmd_train(args):
     from minimolkv.tools import plots
 
     if args.resume:
-        changed = [k for k in vars(args) if k not in ("resume", "steps", "out", "func", "parser", "command")
+        changed = [k for k in vars(args) if k not in ("resume", "steps", "out", "func", "parser", "command", "argv")
                    and getattr(args, k) != args.parser.get_default(k)]
         if changed:
             args.parser.error(f"--resume continues the run as it was saved: drop --{changed[0].replace('_', '-')} "
@@ -208,8 +217,12 @@ def cmd_train(args):
     plots.loss_curves({run["config"].kind: run["metrics"]}, path=plot,
                       title=f"{run['config'].kind} on {run['data'].name}")
     final = run["metrics"][-1]
-    print(f"\nFinal validation loss {final['val_loss']:.3f} after {run['step']} steps "
-          f"({final['elapsed_s']:.0f} s this session).")
+    seen = train.epochs(run, dataset)
+    seen = "fresh batches from the stream" if seen is None else f"{seen:.2f} epochs of the training text"
+    whole = final.get("full_val_loss")
+    whole = "" if whole is None else f", {whole:.3f} on the whole validation split"
+    print(f"\nFinal validation loss {final['val_loss']:.3f}{whole}, after {run['step']} steps "
+          f"({seen}; {final['elapsed_s']:.0f} s this session).")
     text = sample_text(run, run["prompt"], 60, 0.8, out)
     print(f"\nSample (temperature 0.8):\n{text}\n")
     print(f"Checkpoint: {out}/checkpoint.npz + config.json    Loss curve: {plot}")
@@ -270,17 +283,19 @@ def cmd_compare(args):
     settings = settings_from_args(args)
     spec = train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab)
     seeds = list(range(args.seeds))
-    print(f"Comparing {', '.join(args.kinds)} on {args.data}: {settings.steps} steps, seeds {seeds}",
+    print(f"Comparing {', '.join(args.entries)} on {args.data}: {settings.steps} steps, seeds {seeds}",
           flush=True)
     start = time.perf_counter()
     try:
-        rows, curves = compare.compare(spec, base, settings, seeds, log=lambda line: print(line, flush=True),
-                                       kinds=args.kinds)
+        runs, rows, curves, references = compare.compare(
+            spec, base, settings, seeds, log=lambda line: print(line, flush=True), entries=args.entries,
+            save_params=args.save_params)
     except (FileNotFoundError, ValueError) as err:
         args.parser.error(str(err))
     minutes = (time.perf_counter() - start) / 60
     title = f"{args.data}: {settings.steps} steps x {len(seeds)} seeds ({minutes:.1f} min)"
-    paths = compare.save(rows, curves, args.out, title)
+    command = "python -m minimolkv " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    paths = compare.save(runs, rows, curves, references, args.out, title, command)
     print("\n" + compare.markdown_table(rows))
     print(f"\nSaved {', '.join(paths)}  ({minutes:.1f} min in all)")
     return 0
@@ -348,16 +363,22 @@ def build_parser():
     p.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed (default 0)")
     p.set_defaults(func=cmd_sample, parser=p)
 
-    p = sub.add_parser("compare", help="train dense, moe, mole and molkv alike and tabulate them",
-                       description="Train the four kinds on the same data, seeds and steps with "
+    p = sub.add_parser("compare", help="train dense, moe, mole, the molkv variants and a control alike",
+                       description="Train every entry on the same data, seeds and steps with "
                                    "activated parameters matched as in the MoLE paper (MoE: top-2 "
-                                   "of experts half the dense FFN size, no dense FFN). Prints and "
-                                   "saves one table (Markdown + CSV) and a plot of validation curves.")
+                                   "of experts half the dense FFN size, no dense FFN; the control: a "
+                                   "narrower dense FFN). Prints and saves tables (Markdown + CSV: "
+                                   "the whole validation split, 95%% intervals, paired differences "
+                                   "to MoLE) and a plot of validation curves. docs/experiments.md "
+                                   "has the protocol.")
     add_config_args(p, with_kind=False, with_vocab=False)
     add_training_args(p)
     p.add_argument("--seeds", type=positive_int, default=3, metavar="K", help="seeds per kind (default 3)")
-    add_kinds_arg(p, "train")
-    p.add_argument("--out", default="runs/compare", metavar="DIR", help="where the table and plot go")
+    p.add_argument("--entries", nargs="+", choices=compare_entries(), default=list(compare_entries()),
+                   metavar="ENTRY", help=f"what to train (default all: {' '.join(compare_entries())})")
+    p.add_argument("--out", default="runs/compare", metavar="DIR", help="where the tables and plot go")
+    p.add_argument("--save-params", default=None, metavar="DIR",
+                   help="also keep every run's final parameters here (<entry>-seed<k>.npz)")
     p.set_defaults(func=cmd_compare, parser=p)
 
     p = sub.add_parser("bench", help="speed of the train step, LUT inference and decoding, per kind",
@@ -377,6 +398,7 @@ def main(argv=None):
     keep_freed_memory()                              # every command: no page-fault storms (memory.py)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

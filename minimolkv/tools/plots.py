@@ -80,9 +80,12 @@ def bars(values, path=None, title="", ylabel="", log=False):
     return _finish(fig, path)
 
 
-def val_curves(curves, path=None, title="Validation loss"):
-    """curves: {label: [[(step, val_loss), ...] per seed]} -> mean line, min-max band over seeds."""
+def val_curves(curves, path=None, title="Validation loss", references=None):
+    """curves: {label: [[(step, val_loss), ...] per seed]} -> mean line, min-max band over seeds;
+    references: {label: loss} as dashed horizontal lines (e.g. an ideal predictor)."""
     fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (label, y) in enumerate((references or {}).items()):
+        ax.axhline(y, color="grey", ls=("--", ":")[i % 2], lw=1, label=label)
     for i, (label, runs) in enumerate(curves.items()):
         steps = np.array([s for s, _ in runs[0]])
         losses = np.array([[v for _, v in run] for run in runs])          # (seeds, evals)
