@@ -1,14 +1,19 @@
-"""Every lesson notebook runs top to bottom, and its committed copy is a clean run.
+"""Every lesson notebook runs top to bottom, its committed copy is a clean run, and
+its exercise checks reject wrong answers.
 
-Two tests per notebook in lessons/ (found by glob, so a new lesson is covered
+Three tests per notebook in lessons/ (found by glob, so a new lesson is covered
 as soon as it exists):
 
 * the committed file: kernelspec "python3", code cells executed 1..n in
-  order, no error outputs -- it was saved from one clean top-to-bottom run;
+  order, no error outputs, no per-cell timestamps, one BLAS thread set before
+  numpy loads -- it was saved from one clean top-to-bottom run;
 * a fresh run with nbclient in fast mode (MINIMOLKV_FAST=1): no cell raises.
   It executes an in-memory copy (the .ipynb is never written) with the
   working directory lessons/, and lessons/ must look the same afterwards:
-  a lesson that writes files writes them into a temporary folder.
+  a lesson that writes files writes them into a temporary folder;
+* a run with a wrong answer planted in every exercise (each exercise cell's
+  metadata["minimolkv"]["wrong"]): every check cell (metadata["minimolkv"]["check"]
+  = "Exercise N") must fail with "Exercise N failed".
 """
 
 from pathlib import Path
@@ -39,6 +44,11 @@ def test_committed_copy_is_one_clean_run(path):
     errors = [(counts[i], o.get("ename"), o.get("evalue"))
               for i, c in enumerate(code) for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, f"{path.name}: committed with error outputs (count, name, message): {errors}"
+    timed = [counts[i] for i, c in enumerate(code) if "execution" in c.metadata]
+    assert not timed, f"{path.name}: cells {timed} carry timestamps (run nbconvert with record_timing=False)"
+    first = code[0].source
+    assert 'OPENBLAS_NUM_THREADS' in first and first.index("OPENBLAS_NUM_THREADS") < first.index("import numpy"), \
+        f"{path.name}: the first code cell must set OPENBLAS_NUM_THREADS before numpy is imported"
 
 
 def snapshot(folder):
@@ -47,16 +57,22 @@ def snapshot(folder):
             for p in folder.rglob("*")}
 
 
+def run_notebook(nb, allow_errors=False):
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", allow_errors=allow_errors,
+                            resources={"metadata": {"path": str(LESSONS)}})
+    client.execute()                                    # raises CellExecutionError at the first failing cell
+    return nb
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_runs_top_to_bottom_in_fast_mode(path, monkeypatch):
     monkeypatch.setenv("MINIMOLKV_FAST", "1")           # the kernel inherits this environment
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # importing lessons/solutions leaves no __pycache__
     nb = nbformat.read(path, as_version=4)              # an in-memory copy; the file is not written
     nb.cells.append(nbformat.v4.new_code_cell(          # the kernel really ran in fast mode
         "from minimolkv.train import fast_mode\nassert fast_mode(), 'MINIMOLKV_FAST did not reach the kernel'"))
     before = snapshot(LESSONS)
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                            resources={"metadata": {"path": str(LESSONS)}})
-    client.execute()                                    # raises CellExecutionError at the first failing cell
+    run_notebook(nb)
     errors = [o.get("ename") for c in nb.cells if c.cell_type == "code"
               for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, f"{path.name}: error outputs {errors}"
@@ -64,3 +80,22 @@ def test_runs_top_to_bottom_in_fast_mode(path, monkeypatch):
     assert after == before, (f"{path.name} changed lessons/ while running "
                              f"(added/changed: {sorted(set(after.items()) - set(before.items()))}); "
                              "write files into tempfile.mkdtemp() instead")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_check_cells_reject_planted_wrong_answers(path, monkeypatch):
+    monkeypatch.setenv("MINIMOLKV_FAST", "1")
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    nb = nbformat.read(path, as_version=4)
+    planted = [c for c in nb.cells if "wrong" in c.metadata.get("minimolkv", {})]
+    checks = [c for c in nb.cells if "check" in c.metadata.get("minimolkv", {})]
+    assert planted and checks, f"{path.name}: no exercise (a cell with metadata minimolkv.wrong and its check cell)"
+    for cell in planted:
+        cell.source = cell.metadata["minimolkv"]["wrong"]
+    run_notebook(nb, allow_errors=True)
+    for cell in checks:
+        name = cell.metadata["minimolkv"]["check"]
+        errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
+        assert errors and errors[0].ename == "AssertionError" and f"{name} failed" in errors[0].evalue, (
+            f"{path.name}: the check of {name} did not reject the planted wrong answer "
+            f"(outputs: {[o.get('text', o.get('evalue', ''))[:200] for o in cell.get('outputs', [])]})")

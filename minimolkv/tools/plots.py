@@ -195,3 +195,39 @@ def lines_with_references(series, references=None, path=None, title="", xlabel="
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _finish(fig, path)
+
+
+def molkv_attention_profiles(found, path=None, title="MoLKV attention"):
+    """found: {entry: {"init": profile, "trained": profile}} from tools/explain.py.
+
+    One row per layer. Left: the current token's own weight sum_n P[t,t,n] by
+    position t (dashed: at init, solid: trained; MoLE's is 1). Right: the
+    weight by distance t - j, trained, on a log scale ("gated": its context
+    attention over earlier tokens, with tanh(gate) in the legend)."""
+    first = next(iter(found.values()))["trained"]
+    L, T = first["own"].shape
+    fig, axes = plt.subplots(L, 2, figsize=(11, 3.0 * L), squeeze=False)
+    t = np.arange(T)
+    for l in range(L):
+        ax_own, ax_dist = axes[l]
+        ax_own.axhline(1.0, color="grey", ls=":", lw=1, label="MoLE (always 1)")
+        for i, (entry, prof) in enumerate(found.items()):
+            gate = prof["trained"]["gate"][l]
+            if gate is None:
+                ax_own.plot(t, prof["init"]["own"][l], color=f"C{i}", ls="--", lw=1, label=f"{entry}, init")
+                ax_own.plot(t, prof["trained"]["own"][l], color=f"C{i}", lw=2, label=f"{entry}, trained")
+            label = entry if gate is None else f"{entry} context (tanh gate {gate:+.2f})"
+            dist = np.maximum(prof["trained"]["distance"][l], 1e-6)
+            ax_dist.semilogy(t, dist, color=f"C{i}", lw=2, label=label)
+        ax_own.set_ylim(0, 1.05)
+        ax_own.set_xlabel("position t in the window")
+        ax_own.set_ylabel(f"layer {l}: own weight")
+        ax_dist.set_xlabel("distance t - j (tokens back)")
+        ax_dist.set_ylabel("mean weight (log)")
+        for ax in (ax_own, ax_dist):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    axes[0][0].set_title("the current token's own experts: sum_n P[t,t,n]")
+    axes[0][1].set_title("weight by distance, trained: mean_t sum_n P[t,t-d,n]")
+    fig.suptitle(title)
+    return _finish(fig, path)
