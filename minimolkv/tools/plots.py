@@ -38,16 +38,55 @@ def loss_curves(runs, path=None, title="Loss"):
     return _finish(fig, path)
 
 
-def router_weights(s, tokens, path=None, title="MoLE router weights per token"):
-    """s (T,N): the router softmax of one sequence; tokens: T strings."""
-    s = np.asarray(s)
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(tokens)), 2.8))
-    im = ax.imshow(s.T, aspect="auto", cmap="viridis", vmin=0, vmax=max(1e-9, float(s.max())))
-    ax.set_xticks(range(len(tokens)), [repr(t)[1:-1] for t in tokens], rotation=60, fontsize=8)
-    ax.set_yticks(range(s.shape[1]), [f"expert {n}" for n in range(s.shape[1])])
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.03, label="weight")
-    return _finish(fig, path)
+def token_labels(tokens):
+    """Tick labels for tokens: each leading space shown as '␣' (a repr hides it), other
+    invisible characters escaped (a newline as \\n)."""
+    labels = []
+    for t in tokens:
+        body = t.lstrip(" ")
+        labels.append("␣" * (len(t) - len(body)) + repr(body)[1:-1])
+    return labels
+
+
+def router_weights(s, tokens, path=None, title="MoLE router weights per token", min_scale=0.1):
+    """s: {label: (T,N) router softmax of one sequence}, one row of panels per entry
+    (e.g. per layer), or a single (T,N) array; tokens: the T token strings.
+
+    Left panel of a row: each expert's average weight over the sentence, the fixed
+    preference (0 to 1, printed in the cells). Right panel: s minus that average,
+    token by token -- the routing -- on a diverging colour map centred at 0, with one
+    symmetric scale shared by every row, at least +-min_scale (so the tiny deviations
+    of an untrained router stay pale instead of looking like structure)."""
+    layers = {k: np.asarray(v, dtype=float) for k, v in (s.items() if isinstance(s, dict) else [("", s)])}
+    T, N = next(iter(layers.values())).shape
+    means = {k: a.mean(axis=0) for k, a in layers.items()}                  # (N,) per row
+    devs = {k: a - means[k] for k, a in layers.items()}                     # (T,N) per row
+    lim = max(min_scale, max(float(np.abs(d).max()) for d in devs.values()))
+    fig, axes = plt.subplots(len(layers), 2, squeeze=False, layout="constrained",
+                             figsize=(2.2 + max(6, 0.45 * T), 0.6 + 2.3 * len(layers)),
+                             gridspec_kw={"width_ratios": [1.2, max(6, T)]})
+    experts = [f"expert {n}" for n in range(N)]
+    for row, (label, a) in enumerate(layers.items()):
+        ax_mean, ax_dev = axes[row]
+        ax_mean.imshow(means[label][:, None], aspect="auto", cmap="Greys", vmin=0, vmax=1.6)
+        for n in range(N):
+            ax_mean.text(0, n, f"{means[label][n]:.2f}", ha="center", va="center", fontsize=8)
+        ax_mean.set_xticks([0], ["average"], fontsize=8)
+        ax_mean.set_yticks(range(N), experts, fontsize=8)
+        ax_mean.set_ylabel(f"{label}: expert n" if label else "expert n")
+        im = ax_dev.imshow(devs[label].T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax_dev.set_xticks(range(T), token_labels(tokens), rotation=60, fontsize=8)
+        ax_dev.set_yticks(range(N), experts, fontsize=8)
+        ax_dev.set_ylabel("expert n")
+    axes[-1][0].set_xlabel("over the\nsentence")
+    axes[-1][1].set_xlabel("token of the sentence, in order (␣ = a leading space)")
+    axes[0][0].set_title("preference", fontsize=9)
+    axes[0][1].set_title("routing: s minus the expert's average over the sentence", fontsize=9)
+    fig.colorbar(im, ax=axes[:, 1], fraction=0.03, label="s - average (shared scale)")
+    fig.suptitle(title)
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
 
 
 def kv_expert_attention(P, tokens, t, path=None, title=None):
@@ -151,7 +190,10 @@ def step_size_errors(steps, curves, path=None, title="Finite-difference error ag
                   marker="o", ms=3, label=label)
     if mark is not None:
         ax.axvline(mark, color="grey", ls="--", lw=1)
-        ax.annotate(f"h = {mark:g}", (mark, ax.get_ylim()[1]), ha="left", va="top", fontsize=8)
+        mantissa, exponent = f"{mark:.0e}".split("e")                   # 1e-05 -> "1", "-05"
+        ax.annotate(f"h = {mantissa}e{int(exponent)}", xy=(mark, 0.96), xycoords=("data", "axes fraction"),
+                    xytext=(4, 0), textcoords="offset points", ha="left", va="top", fontsize=8,
+                    bbox=dict(boxstyle="square,pad=0.15", facecolor="white", edgecolor="none", alpha=0.8))
     ax.set_xlabel("step h")
     ax.set_ylabel("|numerical - analytic|")
     ax.set_title(title)
