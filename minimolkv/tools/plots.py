@@ -89,19 +89,72 @@ def router_weights(s, tokens, path=None, title="MoLE router weights per token", 
     return fig
 
 
-def kv_expert_attention(P, tokens, t, path=None, title=None):
-    """P (T,T,N): MoLKV weights of one sequence; draw query position t's row
-    as a (position j, expert n) heat map over the tokens it may see."""
+def _weight_rows(panels, tokens, width, norm, suptitle, xlabel):
+    """One heat map per panel: {label: (title, (t+1,N) weights)}, columns 0..width-1 (NaN: blank),
+    rows the N experts, all on `norm`; a colour bar marking each panel's uniform level."""
+    N = next(iter(panels.values()))[1].shape[1]
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False, layout="constrained", sharex=True,
+                             figsize=(max(6.0, 0.26 * width + 2.2), 1.0 + (0.28 * N + 0.75) * len(panels)))
+    cmap = plt.get_cmap("magma").with_extremes(bad="white")
+    for ax, (label, (panel_title, row)) in zip(axes[:, 0], panels.items()):
+        grid = np.full((N, width), np.nan)                                  # (N, width) blank = not visible
+        grid[:, : len(row)] = np.maximum(np.asarray(row, dtype=float).T, norm.vmin)   # below vmin: lowest colour
+        im = ax.imshow(grid, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
+        for j in range(1, width):                                           # thin lines between positions
+            ax.axvline(j - 0.5, color="white", lw=0.4)
+        ax.set_yticks(range(N), [f"{n}" for n in range(N)], fontsize=7)
+        ax.set_ylabel(f"{label}\nexpert n" if label else "expert n", fontsize=8)
+        if panel_title:
+            ax.set_title(panel_title, fontsize=9, loc="left")
+    axes[-1, 0].set_xticks(range(width), token_labels(tokens[:width]), rotation=90, fontsize=7)
+    axes[-1, 0].set_xlabel(xlabel)
+    cbar = fig.colorbar(im, ax=axes[:, 0], fraction=0.025, pad=0.01)
+    cbar.set_label("weight P (log scale)")
+    for _, row in panels.values():                                          # a uniform row's level
+        cbar.ax.axhline(1.0 / np.asarray(row).size, color="cyan", lw=2)
+    fig.suptitle(suptitle + "\n(cyan mark on the colour bar: the weight of a uniform row, 1/((t+1)N))",
+                 fontsize=10)
+    return fig
+
+
+def kv_expert_attention(P, tokens, t, path=None, title=None, vmin=1e-4):
+    """P (T,T,N), the MoLKV weights of one sequence, or {label: (T,T,N)} (e.g. one per
+    layer): query position t's row of each as an (expert n, key position j) heat map
+    over the tokens it may see.
+
+    Log colour scale (the weights span orders of magnitude), one scale for every
+    panel, fixed from vmin to 1 and not fitted to the data: a near-uniform row (an
+    untrained model) stays one flat colour instead of looking structured. Weights
+    below vmin take the lowest colour. Token labels show a leading space as '␣'."""
+    from matplotlib.colors import LogNorm
+    layers = P if isinstance(P, dict) else {"": P}
+    panels = {label: ("", np.asarray(P_l)[t, : t + 1]) for label, P_l in layers.items()}
+    suptitle = title or f"MoLKV: where the query at position {t} (token '{token_labels([tokens[t]])[0]}') looks"
+    fig = _weight_rows(panels, tokens, t + 1, LogNorm(vmin=vmin, vmax=1.0), suptitle,
+                       "key position j, its token (␣ = a leading space)")
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def kv_decode_rows(P, tokens, steps, path=None, title=None, vmin=1e-4):
+    """The key-value expert cache while decoding, one panel per step t in `steps`:
+    the cache holds the (t+1)·N key-value experts of tokens 0..t, one block of N per
+    decoded token, each coloured by the weight the query at t gives it (row t of
+    P (T,T,N)); the positions not decoded yet stay blank. Shared log scale, fixed
+    from vmin to 1 (see kv_expert_attention)."""
+    from matplotlib.colors import LogNorm
     P = np.asarray(P)
-    row = P[t, : t + 1]                                                  # (t+1, N)
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * (t + 1)), 2.8))
-    im = ax.imshow(row.T, aspect="auto", cmap="magma", vmin=0, vmax=max(1e-9, float(row.max())))
-    ax.set_xticks(range(t + 1), [repr(tok)[1:-1] for tok in tokens[: t + 1]], rotation=60, fontsize=8)
-    ax.set_yticks(range(P.shape[2]), [f"expert {n}" for n in range(P.shape[2])])
-    ax.set_xlabel("position j (its token)")
-    ax.set_title(title or f"MoLKV: where the query at position {t} ({tokens[t]!r}) looks")
-    fig.colorbar(im, ax=ax, fraction=0.03, label="P[t, j, n]")
-    return _finish(fig, path)
+    N = P.shape[2]
+    panels = {f"t = {t}": (f"after decoding token {t}: {t + 1} tokens x {N} experts = "
+                           f"{(t + 1) * N} key-value experts cached", P[t, : t + 1]) for t in steps}
+    width = P.shape[0]
+    fig = _weight_rows(panels, tokens, width, LogNorm(vmin=vmin, vmax=1.0),
+                       title or "The key-value expert cache while decoding, coloured by the weights P[t, j, n]",
+                       "cached position j, its token (␣ = a leading space); blank: not decoded yet")
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
 
 
 def bars(values, path=None, title="", ylabel="", log=False):
@@ -179,6 +232,46 @@ def kv_cache_growth(series, path=None, title="Key-value expert cache while decod
     return _finish(fig, path)
 
 
+def cache_costs(held, read, path=None, title="Decoding caches: memory held against bytes read"):
+    """held, read: {label: [bytes after decoding token 1, 2, ...]}, one line per cache design.
+    Left: the bytes each cache holds; right: the bytes read from the lookup tables for
+    each new token. Both on log axes (the designs differ by orders of magnitude)."""
+    fig, (ax_held, ax_read) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, series, ylabel in ((ax_held, held, "bytes held in RAM (log)"),
+                               (ax_read, read, "table bytes read for this token (log)")):
+        for i, (label, values) in enumerate(series.items()):
+            ax.semilogy(range(1, len(values) + 1), np.maximum(values, 1), color=f"C{i}", marker="o", ms=2,
+                        lw=1.8, label=label)
+        ax.set_xlabel("tokens decoded so far")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    ax_held.set_title("memory held by the cache", fontsize=10)
+    ax_read.set_title("lookups per decoded token", fontsize=10)
+    fig.suptitle(title)
+    return _finish(fig, path)
+
+
+def intervals(values, path=None, title="", xlabel="", reference=0.0):
+    """values: {label: (mean, half-width of a 95 % interval)} as points with error bars,
+    one row each, and a dashed vertical line at `reference` (e.g. no difference)."""
+    labels = list(values)
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(labels) + 1.4))
+    for i, label in enumerate(labels):
+        mean, half = values[label]
+        colour = "C2" if mean + half < reference else "C3" if mean - half > reference else "C7"
+        ax.errorbar(mean, i, xerr=half, fmt="o", color=colour, capsize=4, lw=2)
+        ax.annotate(f"{mean:+.3f} ± {half:.3f}", (mean, i), xytext=(0, 7), textcoords="offset points",
+                    ha="center", fontsize=8)
+    ax.axvline(reference, color="grey", ls="--", lw=1)
+    ax.set_yticks(range(len(labels)), labels, fontsize=9)
+    ax.set_ylim(len(labels) - 0.4, -0.6)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return _finish(fig, path)
+
+
 def step_size_errors(steps, curves, path=None, title="Finite-difference error against the step h",
                      mark=1e-5):
     """steps: the h values; curves: {label: |numerical - analytic| at each h}, log-log.
@@ -236,6 +329,39 @@ def lines_with_references(series, references=None, path=None, title="", xlabel="
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _finish(fig, path)
+
+
+def category_curves(curves, categories, references=None, path=None, title="", xlabel="step",
+                    ylabel="cross-entropy (nats)"):
+    """curves: {model label: [(step, [value per category]), ...]}; categories: their names.
+
+    One colour per model, one line style per category (solid, dashed, dotted, ...),
+    references {label: y} as thin grey horizontal lines. Two small legends: colour
+    = model, style = category.
+    """
+    from matplotlib.lines import Line2D
+    styles = ("-", "--", ":", "-.")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (label, rows) in enumerate(curves.items()):
+        steps = [s for s, _ in rows]
+        for j in range(len(categories)):
+            ax.plot(steps, [v[j] for _, v in rows], color=f"C{i}", ls=styles[j % len(styles)],
+                    marker="o", ms=2.5, lw=1.8)
+    for label, y in (references or {}).items():
+        ax.axhline(y, color="grey", lw=1, alpha=0.8)
+        ax.annotate(label, (1.0, y), xycoords=("axes fraction", "data"), ha="right", va="bottom",
+                    fontsize=8, color="dimgrey")
+    kinds = [Line2D([], [], color=f"C{i}", lw=2) for i in range(len(curves))]
+    first = ax.legend(kinds, list(curves), title="model", fontsize=8, title_fontsize=8, loc="upper right",
+                      bbox_to_anchor=(1.0, 0.93))
+    ax.add_artist(first)
+    cats = [Line2D([], [], color="black", ls=styles[j % len(styles)], lw=1.5) for j in range(len(categories))]
+    ax.legend(cats, list(categories), title="answers", fontsize=8, title_fontsize=8, loc="lower left")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
     return _finish(fig, path)
 
 

@@ -1,0 +1,71 @@
+"""Lesson 03's reference solutions and the answers to its questions.
+
+Read these after trying the exercises: the notebook falls back on them when an
+exercise cell still holds its stub.
+
+Letters: B batch, T context length, V vocabulary size, L layers, N experts per
+layer, D d_model, F expert hidden size, Dk key size.
+"""
+
+import numpy as np
+
+
+# ----------------------------------------------------------------------------
+# Exercise 1 — MoLKV's tables, bytes per token and replaced parameters
+# ----------------------------------------------------------------------------
+
+def molkv_table_numbers(c):
+    """c: a MoLKV model.Config -> (lut_numbers, bytes_per_token, replaced).
+
+    Per layer the expert block has norm (D,), query (D,Dk), up (N,D,F),
+    down_k (N,F,Dk), down_v (N,F,D). The tables k (V,N,Dk) and v (V,N,D) hold
+    the finished keys and values of every id, so everything that computes them
+    from the embedding -- norm, up, down_k, down_v -- leaves RAM; the query
+    reads the hidden state, not the id, and stays.
+    """
+    L, V, N, D, F, Dk = c.n_layers, c.vocab_size, c.n_experts, c.d_model, c.d_expert, c.d_key
+    lut_numbers = L * V * N * (Dk + D)                       # k (V,N,Dk) and v (V,N,D) in every layer
+    bytes_per_token = L * N * (Dk + D) * 4                   # one row of each table per layer, float32
+    replaced = L * (D + N * D * F + N * F * Dk + N * F * D)  # norm, up, down_k, down_v (not the query)
+    return lut_numbers, bytes_per_token, replaced
+
+
+# ----------------------------------------------------------------------------
+# Exercise 2 — the loss of every token
+# ----------------------------------------------------------------------------
+
+def token_losses(logits, targets):
+    """logits (B,T,V), targets (B,T) ints -> (B,T) float64 cross-entropy of every position."""
+    z = logits.astype(np.float64)                                          # (B,T,V)
+    m = z.max(axis=-1, keepdims=True)                                      # (B,T,1) for stability
+    lse = m[..., 0] + np.log(np.exp(z - m).sum(axis=-1))                   # (B,T) log-sum-exp
+    return lse - np.take_along_axis(z, targets[..., None], axis=-1)[..., 0]   # (B,T)
+
+
+# ----------------------------------------------------------------------------
+# the questions
+# ----------------------------------------------------------------------------
+
+ANSWERS = {
+    "03-q1": """\
+Read the three line styles of one colour first, then compare the colours.
+
+The categories are ordered by how much of the past they need. The *copy* answers
+(solid lines) fall first and furthest: an earlier answer to the same key is in the
+window, and the model only has to repeat it -- a pattern self-attention finds
+easily, and one the data rewards often, because triggers are twice as common as new
+keys, so most answers repeat an earlier one. The *key only* answers (dashed) fall
+later and less: there the model must map the key K_k to its answer A_k, a rule it
+has to learn for each of the 8 keys. The *no clue* answers (dotted) cannot go below
+ln 8 on average: nothing in the window says which key is current, so the best is a
+uniform guess over the 8 answers; a curve a little above ln 8 means the model is
+more confident than it should be (it bets on some answers, and pays for it).
+
+Before the curves split, all of them sit near ln 8 at first: the models learn early
+that a `?` is followed by one of the 8 answers, not yet which one.
+
+MoLE against MoLKV (colour against colour): compare them within one line style,
+and only for the gap between them at the end. One seed of a few hundred steps moves
+these gaps when the seed changes; the table printed under the figure gives the
+final numbers, and section 6 shows what several seeds say.""",
+}
