@@ -14,7 +14,7 @@ the operating system read just the pages holding those rows.
 
 Example (the MoLE paper's 160M model with 4 experts per layer, fp16):
 V = 50,304, L = 12, N = 4, D = 768 -> 72 KiB loaded per token and a table of
-about 3.5 GB in storage — `lut_footprint(50304, 12, 4, 768, 2)`.
+about 3.5 GiB (3.7 GB) in storage — `lut_footprint(50304, 12, 4, 768, 2)`.
 """
 
 import os
