@@ -166,6 +166,8 @@ def bars(values, path=None, title="", ylabel="", log=False):
         ax.set_yscale("log")
     for i, k in enumerate(labels):
         ax.annotate(f"{values[k]:,.0f}", (i, values[k]), ha="center", va="bottom", fontsize=8)
+    top = max(values.values())
+    ax.set_ylim(top=top * (4.0 if log else 1.12))          # room for the top bar's label under the title
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
