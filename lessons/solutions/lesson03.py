@@ -50,22 +50,28 @@ ANSWERS = {
     "03-q1": """\
 Read the three line styles of one colour first, then compare the colours.
 
-The categories are ordered by how much of the past they need. The *copy* answers
-(solid lines) fall first and furthest: an earlier answer to the same key is in the
-window, and the model only has to repeat it -- a pattern self-attention finds
-easily, and one the data rewards often, because triggers are twice as common as new
-keys, so most answers repeat an earlier one. The *key only* answers (dashed) fall
-later and less: there the model must map the key K_k to its answer A_k, a rule it
-has to learn for each of the 8 keys. The *no clue* answers (dotted) cannot go below
-ln 8 on average: nothing in the window says which key is current, so the best is a
-uniform guess over the 8 answers; a curve a little above ln 8 means the model is
-more confident than it should be (it bets on some answers, and pays for it).
+At step 0 every answer costs about ln 64 = 4.16: the untrained model spreads its guess
+over the whole vocabulary. Soon after, every line sits near ln 8: the models have learned
+that a `?` is followed by one of the 8 answers, but not yet which one.
 
-Before the curves split, all of them sit near ln 8 at first: the models learn early
-that a `?` is followed by one of the 8 answers, not yet which one.
+Then the lines part in the order of how much of the past they need. The *copy* answers
+(solid) fall first and furthest: an earlier answer to the same key is in the window, and
+the model only has to repeat it -- a pattern self-attention finds easily, and one the data
+rewards often, because triggers are twice as common as new keys, so most answers repeat an
+earlier one. The *key only* answers (dashed) fall later and less: there the model must map
+the key K_k to its answer A_k, a rule it has to learn for each of the 8 keys. The shortcut
+comes before the rule.
 
-MoLE against MoLKV (colour against colour): compare them within one line style,
-and only for the gap between them at the end. One seed of a few hundred steps moves
-these gaps when the seed changes; the table printed under the figure gives the
-final numbers, and section 6 shows what several seeds say.""",
+The *no clue* answers (dotted) cannot go below ln 8, except by luck on the few answers of
+that category: nothing in the window says which key is current, so the best is a uniform
+guess over the 8 answers. A dotted line a little above ln 8 means the model is more
+confident there than it should be: it bets on some answers and pays for it.
+
+Colour against colour: compare MoLE and MoLKV within one line style, and mostly at the
+end. In the committed run MoLKV learns the copy answers sooner but ends behind MoLE on both
+the copy and the key-only answers: its key-value experts did not help it learn the rule
+faster here. What the gap cannot say is that MoLE is the better model for this task: it
+is one seed of a few hundred steps, and gaps like these move when the seed changes; only
+several seeds, compared seed by seed, can rank the two (section 6 and the README's
+Results).""",
 }

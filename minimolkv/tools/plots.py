@@ -94,7 +94,7 @@ def _weight_rows(panels, tokens, width, norm, suptitle, xlabel):
     rows the N experts, all on `norm`; a colour bar marking each panel's uniform level."""
     N = next(iter(panels.values()))[1].shape[1]
     fig, axes = plt.subplots(len(panels), 1, squeeze=False, layout="constrained", sharex=True,
-                             figsize=(max(6.0, 0.26 * width + 2.2), 1.0 + (0.28 * N + 0.75) * len(panels)))
+                             figsize=(max(6.0, 0.26 * width + 2.2), 1.1 + (0.22 * N + 0.6) * len(panels)))
     cmap = plt.get_cmap("magma").with_extremes(bad="white")
     for ax, (label, (panel_title, row)) in zip(axes[:, 0], panels.items()):
         grid = np.full((N, width), np.nan)                                  # (N, width) blank = not visible
@@ -339,8 +339,8 @@ def category_curves(curves, categories, references=None, path=None, title="", xl
     """curves: {model label: [(step, [value per category]), ...]}; categories: their names.
 
     One colour per model, one line style per category (solid, dashed, dotted, ...),
-    references {label: y} as thin grey horizontal lines. Two small legends: colour
-    = model, style = category.
+    references {label: y} as thin grey horizontal lines. Two small legends: one for
+    the colours (and references), one for the line styles (categories).
     """
     from matplotlib.lines import Line2D
     styles = ("-", "--", ":", "-.")
@@ -350,13 +350,12 @@ def category_curves(curves, categories, references=None, path=None, title="", xl
         for j in range(len(categories)):
             ax.plot(steps, [v[j] for _, v in rows], color=f"C{i}", ls=styles[j % len(styles)],
                     marker="o", ms=2.5, lw=1.8)
-    for label, y in (references or {}).items():
-        ax.axhline(y, color="grey", lw=1, alpha=0.8)
-        ax.annotate(label, (1.0, y), xycoords=("axes fraction", "data"), ha="right", va="bottom",
-                    fontsize=8, color="dimgrey")
-    kinds = [Line2D([], [], color=f"C{i}", lw=2) for i in range(len(curves))]
-    first = ax.legend(kinds, list(curves), title="model", fontsize=8, title_fontsize=8, loc="upper right",
-                      bbox_to_anchor=(1.0, 0.93))
+    refs = list((references or {}).items())
+    for label, y in refs:
+        ax.axhline(y, color="grey", lw=1)
+    handles = [Line2D([], [], color=f"C{i}", lw=2) for i in range(len(curves))]
+    handles += [Line2D([], [], color="grey", lw=1) for _ in refs]
+    first = ax.legend(handles, list(curves) + [label for label, _ in refs], fontsize=8, loc="upper right")
     ax.add_artist(first)
     cats = [Line2D([], [], color="black", ls=styles[j % len(styles)], lw=1.5) for j in range(len(categories))]
     ax.legend(cats, list(categories), title="answers", fontsize=8, title_fontsize=8, loc="lower left")
