@@ -142,12 +142,14 @@ def read_npz(path):
     arrays = {}
     with zipfile.ZipFile(path) as z:
         members = z.infolist()
+        for m in members:
+            if not m.filename.endswith(".npy") or m.compress_type != zipfile.ZIP_STORED:
+                what = " (compressed)" if m.compress_type != zipfile.ZIP_STORED else ""
+                raise ValueError(f"checkpoint.npz holds {m.filename!r}{what}; save writes uncompressed "
+                                 ".npy arrays only")
         if sum(m.file_size for m in members) > size:
             raise ValueError("checkpoint.npz is damaged: its members claim more bytes than the file holds")
         for m in members:
-            if not m.filename.endswith(".npy") or m.compress_type != zipfile.ZIP_STORED:
-                raise ValueError(f"checkpoint.npz holds {m.filename!r}; save writes uncompressed .npy "
-                                 "arrays only")
             with z.open(m) as f:
                 arrays[m.filename[:-4]] = _read_npy(f, m.file_size, m.filename)
     return arrays
@@ -272,6 +274,13 @@ def run_from(meta, arrays, folder):
                                             for v in row.values()):
             raise ValueError(f"metrics[{i}] must be an object of numbers (or null), got {str(row)[:80]}")
 
+    for key, cls in (("model", model.Config), ("settings", Settings), ("data", DataSpec)):
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(meta[key]) - set(fields))
+        missing = [f for f in fields if f not in meta[key]] if meta["format"] == FORMAT else []
+        if unknown or missing:                           # (format 1: a field added since takes its default)
+            problem = f"unknown fields {unknown}" if unknown else f"no {missing}"
+            raise ValueError(f"{key} has {problem}; it holds the fields of {cls.__name__}: {fields}")
     config = model.Config.from_dict(meta["model"])
     params = {k[len("params."):]: v for k, v in arrays.items() if k.startswith("params.")}
     validate.model_params(params, config)

@@ -54,7 +54,8 @@ def sample(logits, temperature, top_k, rng):
     """logits (B,V) -> next ids (B,). temperature 0 is greedy (argmax)."""
     if temperature == 0:
         return np.argmax(logits, axis=-1)
-    z = logits.astype(np.float64) / temperature                             # (B,V)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = logits.astype(np.float64) / temperature                         # (B,V)
     if not np.all(np.isfinite(z)):                                          # a tiny temperature overflows:
         return np.argmax(logits, axis=-1)                                   # its limit is the argmax
     if top_k is not None and top_k < z.shape[-1]:

@@ -490,8 +490,9 @@ def optimizer_state(opt, params, step):
     for moment in ("m", "v"):
         if set(opt[moment]) != set(params):
             missing, extra = sorted(set(params) - set(opt[moment])), sorted(set(opt[moment]) - set(params))
-            raise ValueError(f"the AdamW state does not fit the parameters: adamw.{moment} lacks {missing} "
-                             f"and has extra {extra}")
+            raise ValueError(f"the AdamW state does not fit the parameters: adamw.{moment} "
+                             + (f"lacks {missing}" if missing else f"has extra {extra}")
+                             + f"; it must hold one array per parameter, named like them")
         for name, a in opt[moment].items():
             if a.shape != params[name].shape or a.dtype != params[name].dtype:
                 raise ValueError(f"adamw.{moment}.{name} has shape {a.shape} dtype {a.dtype}; it must match "

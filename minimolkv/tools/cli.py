@@ -5,6 +5,7 @@ into the package; the work lives in the modules.
 """
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -34,10 +35,10 @@ def non_negative_float(text):
 
 def positive_float(text):
     """argparse type: a finite number > 0."""
-    value = _number(text, float, 0)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 and finite, got {text}")
-    return value
+    try:
+        return _number(text, float, math.ulp(0.0))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be > 0 and finite, got {text}") from None
 
 
 def _number(text, kind, low):
@@ -228,8 +229,11 @@ def load_data(args, spec, context_len):
     from minimolkv.data import check_fits
     try:
         dataset = spec.load()
-        check_fits(dataset, context_len)
     except (FileNotFoundError, ValueError, UnicodeDecodeError) as err:
+        fail(args, f"--data {spec.name}: {err}")
+    try:
+        check_fits(dataset, context_len)
+    except ValueError as err:
         fail(args, str(err))
     return dataset
 
@@ -372,6 +376,10 @@ def cmd_sample(args):
     prompt = run["prompt"] if args.prompt is None else args.prompt
     if not prompt.strip():
         fail(args, "--prompt is empty; give some text to continue (or leave --prompt out)")
+    try:
+        run["tokenizer"].encode(prompt)
+    except (ValueError, TypeError) as err:
+        fail(args, f"--prompt cannot be encoded by this checkpoint's tokenizer: {err}")
     show = lambda text: print(text, end="", flush=True)                      # noqa: E731  tokens as they come
     try:
         _, luts = sample_text(run, prompt, args.tokens, args.temperature, args.checkpoint, seed=args.seed,
