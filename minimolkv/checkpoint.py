@@ -84,9 +84,9 @@ def save(folder, run):
     arrays.update(state_to_arrays(run["opt"]))
     arrays["config.json"] = np.frombuffer(text, dtype=np.uint8)
     atomic_write(os.path.join(folder, "checkpoint.npz"), lambda f: np.savez(f, **arrays))  # the commit
+    run["last_checkpoint"] = {"folder": os.fspath(folder), "step": run["step"]}
     atomic_write(os.path.join(folder, "config.json"), lambda f: f.write(text))             # copies
     atomic_write(os.path.join(folder, "metrics.csv"), lambda f: f.write(metrics_csv(run["metrics"])))
-    run["last_checkpoint"] = {"folder": os.fspath(folder), "step": run["step"]}
 
 
 def metrics_csv(rows):

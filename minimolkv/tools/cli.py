@@ -326,8 +326,11 @@ def cmd_train(args):
 
 
 def interrupted(run, out):
-    """The line Ctrl-C prints: where training stopped and how to go on."""
-    last = run.get("last_checkpoint")
+    """The line Ctrl-C prints: where training stopped and how to go on. The checkpoint
+    is read from disk: Ctrl-C may have come just after a save committed."""
+    from minimolkv import checkpoint
+    on_disk = checkpoint.holds_run(out)
+    last = {"folder": out, "step": on_disk} if isinstance(on_disk, int) else run.get("last_checkpoint")
     if last is None:
         return (f"interrupted at step {run['step']}, before the first checkpoint (due at step "
                 f"{min(run['settings'].eval_every, run['settings'].steps)}); nothing was saved")
