@@ -65,7 +65,8 @@ META_KEYS = ("format", "step", "model", "settings", "data", "tokenizer", "rng", 
 
 def save(folder, run):
     """Write run (params, opt, rng, step, config, settings, data, tokenizer, metrics, prompt)
-    to `folder`, as a unit (see the module docstring); run["last_checkpoint"] then names it."""
+    to `folder`, as a unit (see the module docstring); run["last_checkpoint"] then names it:
+    {"folder", "step", "steps" (the steps its settings train up to)}."""
     os.makedirs(folder, exist_ok=True)
     remove_stale_temporaries(folder, FILES)                  # left by a kill during an earlier save
     meta = {
@@ -84,7 +85,7 @@ def save(folder, run):
     arrays.update(state_to_arrays(run["opt"]))
     arrays["config.json"] = np.frombuffer(text, dtype=np.uint8)
     atomic_write(os.path.join(folder, "checkpoint.npz"), lambda f: np.savez(f, **arrays))  # the commit
-    run["last_checkpoint"] = {"folder": os.fspath(folder), "step": run["step"]}
+    run["last_checkpoint"] = {"folder": os.fspath(folder), "step": run["step"], "steps": run["settings"].steps}
     atomic_write(os.path.join(folder, "config.json"), lambda f: f.write(text))             # copies
     atomic_write(os.path.join(folder, "metrics.csv"), lambda f: f.write(metrics_csv(run["metrics"])))
 
@@ -127,10 +128,13 @@ def load(folder):
         else:
             meta = _format_1_meta(folder, arrays)
         return run_from(meta, arrays, folder)
+    except PermissionError as err:
+        raise ValueError(f"{os.fspath(folder)!r}: {os.path.basename(err.filename or npz_path)} cannot be read "
+                         f"({err.strerror}); checkpoints must be readable") from None
     except (zipfile.BadZipFile, EOFError, OSError) as err:
         raise ValueError(f"{os.fspath(folder)!r}: checkpoint.npz is damaged or truncated "
                          f"({type(err).__name__}: {err})") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
         raise ValueError(f"{os.fspath(folder)!r} holds a checkpoint that cannot be loaded: {err}") from None
 
 
@@ -299,12 +303,16 @@ def run_from(meta, arrays, folder):
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} token ids but the model "
                          f"vocab_size={config.vocab_size}")
     rng = np.random.default_rng()
-    rng.bit_generator.state = meta["rng"]
+    try:
+        rng.bit_generator.state = meta["rng"]
+    except (TypeError, ValueError, OverflowError, KeyError) as err:
+        raise ValueError(f"rng must be the state of numpy's PCG64 generator ({type(err).__name__}: {err})") from None
+    settings = Settings(**meta["settings"])
     return {
         "params": params, "opt": opt, "step": step, "rng": rng, "config": config,
-        "settings": Settings(**meta["settings"]), "data": DataSpec(**meta["data"]),
+        "settings": settings, "data": DataSpec(**meta["data"]),
         "tokenizer": tokenizer, "metrics": meta["metrics"], "prompt": meta["prompt"],
-        "last_checkpoint": {"folder": os.fspath(folder), "step": step},
+        "last_checkpoint": {"folder": os.fspath(folder), "step": step, "steps": settings.steps},
     }
 
 
@@ -350,7 +358,7 @@ def tables(folder, params, config, log=None):
                 log(f"note: cannot save lookup tables in {os.fspath(folder)!r} ({err.strerror or err}); "
                     "built them in memory for this run")
             return {k: lut.LookupTable(v) for k, v in model.build_luts(params, config).items()}
-    elif not _is_tables_dir(table_dir):
+    elif not is_tables_dir(table_dir):
         raise ValueError(f"{table_dir!r} is in the way: it is not a folder of lookup tables minimolkv "
                          "wrote (no tables.json); move it elsewhere")
     luts = lut.open_tables(table_dir, shapes, params["tok_emb"].dtype)
@@ -380,7 +388,7 @@ def _build_tables(folder, name, params, config):
         raise
 
 
-def _is_tables_dir(path):
+def is_tables_dir(path):
     """A folder tables() made: a real folder named luts-<fingerprint> holding tables.json and .npy files."""
     if os.path.islink(path) or not os.path.isdir(path) or not TABLES_DIR.fullmatch(os.path.basename(path)):
         return False
@@ -394,7 +402,7 @@ def _remove_old_tables(folder, keep):
     for entry in os.listdir(folder):
         path = os.path.join(folder, entry)
         try:
-            if entry != keep and _is_tables_dir(path):
+            if entry != keep and is_tables_dir(path):
                 shutil.rmtree(path)
             elif re.fullmatch(r"\.luts-[0-9a-f]{12}\..+\.tmp", entry) and not os.path.islink(path) \
                     and os.path.isdir(path) and now - os.path.getmtime(path) > STALE_SECONDS:

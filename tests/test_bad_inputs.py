@@ -217,6 +217,10 @@ CASES = [
     Bad("ctrl-c before any checkpoint", [*TRAIN, "--out", "{tmp}/o"],
         ("interrupted at step 0", "first checkpoint (due at step 2)", "nothing was saved"),
         interrupt_at_batch(1), code=130),
+    Bad("ctrl-c in a resumed run going further", ["train", "--resume", "{good}", "--steps", "10"],
+        ("interrupted at step 4", "(step 4) is in", "--resume", "--steps 10"), interrupt_at_batch(1), code=130),
+    Bad("ctrl-c in a run resumed elsewhere", ["train", "--resume", "{good}", "--steps", "10", "--out", "{tmp}/b"],
+        ("(step 4) is in", "--steps 10 --out"), interrupt_at_batch(1), code=130),
     # --- sample ----------------------------------------------------------------------------------
     Bad("tokens beyond the limit", ["sample", "--checkpoint", "{good}", "--tokens", "10000000000000"],
         ("--tokens", "at most 1,000,000")),
@@ -275,6 +279,10 @@ CASES = [
          ("1e999", "finite")),
         ("settings missing the learning rate", lambda g: rewrite(g, meta=lambda m: m["settings"].pop("lr")),
          ("settings has no ['lr']", "fields of Settings")),
+        ("generator state out of range", lambda g: rewrite(g, meta=lambda m: m["rng"]["state"].__setitem__("state", 2 ** 200)),
+         ("rng must be the state of numpy's PCG64 generator", "OverflowError")),
+        ("generator of another kind", lambda g: rewrite(g, meta=lambda m: m["rng"].__setitem__("bit_generator", "MT19937")),
+         ("rng must be the state", "PCG64")),
         ("tokenizer missing its names", lambda g: rewrite(g, meta=lambda m: m["tokenizer"].pop("names")),
          ("'ids' tokenizer dict needs 'names'",)),
         ("tokenizer of another vocabulary", lambda g: rewrite(

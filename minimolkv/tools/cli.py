@@ -2,6 +2,10 @@
 
 Each command is a small function here that parses nothing itself and calls
 into the package; the work lives in the modules.
+
+Exit codes: 0 done; 1 a gradient check failed; 2 a refused input -- one line on
+stderr naming the option and what is allowed, checked before any work where it
+can be (sizes against the machine's RAM, --out, the data); 130 Ctrl-C.
 """
 
 import argparse
@@ -209,7 +213,7 @@ def clear_old_run(folder):
         if os.path.isfile(path):
             os.remove(path)
     for entry in os.listdir(folder):
-        if checkpoint._is_tables_dir(os.path.join(folder, entry)):
+        if checkpoint.is_tables_dir(os.path.join(folder, entry)):
             shutil.rmtree(os.path.join(folder, entry))
 
 
@@ -293,9 +297,9 @@ def cmd_train(args):
         print(f"Loading data: {args.data} ...", flush=True)
         dataset = load_data(args, spec, largest.context_len)
         config = config_from_args(args, args.parser, vocab_size=dataset.tokenizer.vocab_size)
-        if args.overwrite:
-            clear_old_run(out)
         run = train.new_run(config, settings, spec, dataset)
+    if args.overwrite and os.path.abspath(out) != os.path.abspath(args.resume or ""):
+        clear_old_run(out)                                       # every check passed: now replace it
     print(dataset.description)
     print(format_counts(run["config"]))
     print(f"Training {run['settings'].steps} steps of {run['settings'].batch_size} x "
@@ -326,15 +330,20 @@ def cmd_train(args):
 
 
 def interrupted(run, out):
-    """The line Ctrl-C prints: where training stopped and how to go on. The checkpoint
-    is read from disk: Ctrl-C may have come just after a save committed."""
+    """The line Ctrl-C prints: where training stopped and how to go on. The folder is
+    read too: Ctrl-C may have come just after a save committed, before the run noted it."""
     from minimolkv import checkpoint
+    last, steps = run.get("last_checkpoint"), run["settings"].steps
     on_disk = checkpoint.holds_run(out)
-    last = {"folder": out, "step": on_disk} if isinstance(on_disk, int) else run.get("last_checkpoint")
+    if isinstance(on_disk, int) and (last is None or (os.path.abspath(last["folder"]), last["step"])
+                                     != (os.path.abspath(out), on_disk)):
+        last = {"folder": out, "step": on_disk, "steps": steps}        # this run's save, just committed
     if last is None:
         return (f"interrupted at step {run['step']}, before the first checkpoint (due at step "
-                f"{min(run['settings'].eval_every, run['settings'].steps)}); nothing was saved")
+                f"{min(run['settings'].eval_every, steps)}); nothing was saved")
     again = f"{PROG} train --resume {last['folder']}"
+    if last["steps"] != steps:                                          # resumed with a new --steps
+        again += f" --steps {steps}"
     if os.path.abspath(last["folder"]) != os.path.abspath(out):
         again += f" --out {out}"
     return (f"interrupted at step {run['step']}; the last checkpoint (step {last['step']}) is in "
@@ -389,6 +398,9 @@ def cmd_sample(args):
                               top_k=args.top_k, on_text=show, log=lambda note: print(note, file=sys.stderr))
     except (ValueError, TypeError, FileNotFoundError) as err:
         fail(args, str(err))
+    except KeyboardInterrupt:
+        print(flush=True)                                  # end the streamed line before main's note
+        raise
     print()
     if luts:
         read = sum(t.bytes_read for t in luts.values())
