@@ -8,8 +8,9 @@ One step:
 
 Every `eval_every` steps (and at the end) the validation loss is measured on
 the same fixed validation batches, a progress line is printed and a
-checkpoint is written (checkpoint.py). A non-finite loss stops the run with a
-clear message; the last checkpoint on disk is the last good one. Resuming
+checkpoint is written (checkpoint.py). A non-finite loss, gradient norm,
+validation loss or parameter stops the run with a clear message before
+anything is saved: the last checkpoint on disk is the last good one. Resuming
 restores everything a step depends on, so a run interrupted at step k and
 resumed with the same --steps ends bit-identical to one that never stopped.
 """
@@ -105,6 +106,7 @@ def progress_line(step, total, loss, val, tok_per_s, eta_s):
             f"{tok_per_s:>7,.0f} tok/s | ETA {eta}")
 
 
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")   # the checks below say it once
 def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
     """Train `run` (from new_run or checkpoint.load) up to run["settings"].steps.
 
@@ -112,7 +114,7 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
     stop_after: stop (with a checkpoint) after this many total steps — an
     interruption on purpose, e.g. to show that resuming is exact.
     Returns the run, updated in place; run["last_checkpoint"] names the last
-    checkpoint written (or loaded), {"folder", "step"}, or None.
+    checkpoint written (or loaded), {"folder", "step", "steps"}, or None.
 
     A NaN or infinite loss, gradient norm, validation loss or parameter stops
     the run with TrainingDiverged before anything non-finite is saved; the
@@ -128,44 +130,43 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
     end = s.steps if stop_after is None else min(s.steps, stop_after)
     tokens_per_step = s.batch_size * config.context_len
     start_time, start_step = time.perf_counter(), run["step"]
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        while run["step"] < end:
-            step = run["step"]
-            lr = lr_schedule(step, s.steps, s.lr, min(s.warmup, s.steps - 1), s.min_lr_ratio)
-            x, y = get_batch(dataset.train, s.batch_size, config.context_len, rng)   # (B,T), (B,T)
-            loss, _, cache = model.forward(params, config, x, y, check=False)
-            if not math.isfinite(loss):
-                raise TrainingDiverged(diverged(run, f"the loss became {loss} at step {step + 1}", out_dir))
-            grads = model.backward(cache)
-            grad_norm = clip_grad_norm(grads, s.clip)
-            if not math.isfinite(grad_norm):
-                raise TrainingDiverged(diverged(run, f"the gradient norm became {grad_norm} at step {step + 1}",
-                                                         out_dir))
-            adamw_step(params, grads, opt, lr, weight_decay=s.weight_decay)
-            run["step"] = step + 1
+    while run["step"] < end:
+        step = run["step"]
+        lr = lr_schedule(step, s.steps, s.lr, min(s.warmup, s.steps - 1), s.min_lr_ratio)
+        x, y = get_batch(dataset.train, s.batch_size, config.context_len, rng)   # (B,T), (B,T)
+        loss, _, cache = model.forward(params, config, x, y, check=False)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(diverged(run, f"the loss became {loss} at step {step + 1}", out_dir))
+        grads = model.backward(cache)
+        grad_norm = clip_grad_norm(grads, s.clip)
+        if not math.isfinite(grad_norm):
+            raise TrainingDiverged(diverged(run, f"the gradient norm became {grad_norm} at step {step + 1}",
+                                            out_dir))
+        adamw_step(params, grads, opt, lr, weight_decay=s.weight_decay)
+        run["step"] = step + 1
 
-            done = run["step"]
-            elapsed = time.perf_counter() - start_time
-            tok_per_s = (done - start_step) * tokens_per_step / max(elapsed, 1e-9)
-            eta = (end - done) * elapsed / max(done - start_step, 1)
-            row = {"step": done, "lr": lr, "train_loss": float(loss), "grad_norm": grad_norm,
-                   "val_loss": None, "tokens_per_s": tok_per_s, "elapsed_s": elapsed}
-            if done % s.eval_every == 0 or done == end:
-                row["val_loss"] = evaluate(params, config, dataset.val, s)
-                if done == s.steps:                                      # the end: the whole split
-                    row["full_val_loss"] = evaluate(params, config, dataset.val, s, full=True)
-                bad = [k for k in ("val_loss", "full_val_loss") if k in row and not math.isfinite(row[k])]
-                bad += [k for k, p in params.items() if not np.isfinite(p).all()][:1]
-                if bad:                                                  # never checkpoint a diverged run
-                    raise TrainingDiverged(diverged(run, f"{bad[0]} became non-finite at step {done}", out_dir))
-                run["metrics"].append(row)
-                if out_dir is not None:
-                    checkpoint.save(out_dir, run)
-                log(progress_line(done, s.steps, float(loss), row["val_loss"], tok_per_s, eta))
-            else:
-                run["metrics"].append(row)
-                if done % log_every == 0:
-                    log(progress_line(done, s.steps, float(loss), None, tok_per_s, eta))
+        done = run["step"]
+        elapsed = time.perf_counter() - start_time
+        tok_per_s = (done - start_step) * tokens_per_step / max(elapsed, 1e-9)
+        eta = (end - done) * elapsed / max(done - start_step, 1)
+        row = {"step": done, "lr": lr, "train_loss": float(loss), "grad_norm": grad_norm,
+               "val_loss": None, "tokens_per_s": tok_per_s, "elapsed_s": elapsed}
+        if done % s.eval_every == 0 or done == end:
+            row["val_loss"] = evaluate(params, config, dataset.val, s)
+            if done == s.steps:                                      # the end: the whole split
+                row["full_val_loss"] = evaluate(params, config, dataset.val, s, full=True)
+            bad = [k for k in ("val_loss", "full_val_loss") if k in row and not math.isfinite(row[k])]
+            bad += [k for k, p in params.items() if not np.isfinite(p).all()][:1]
+            if bad:                                                  # never checkpoint a diverged run
+                raise TrainingDiverged(diverged(run, f"{bad[0]} became non-finite at step {done}", out_dir))
+            run["metrics"].append(row)
+            if out_dir is not None:
+                checkpoint.save(out_dir, run)
+            log(progress_line(done, s.steps, float(loss), row["val_loss"], tok_per_s, eta))
+        else:
+            run["metrics"].append(row)
+            if done % log_every == 0:
+                log(progress_line(done, s.steps, float(loss), None, tok_per_s, eta))
     return run
 
 

@@ -294,8 +294,9 @@ CASES = [
          ("config.json was edited", "model.window: 2 in config.json, None in checkpoint.npz", "cannot be changed")),
     ]],
     # --- compare ---------------------------------------------------------------------------------
-    Bad("compare diverging", ["compare", *SYN, "--steps", "2", "--eval-every", "2", "--seeds", "1", "--entries", "dense",
-                              "--lr", "1e300", "--out", "{tmp}/c"], ("dense, seed 0", "became", "lower learning rate")),
+    Bad("compare diverging", ["compare", *SYN, "--context-len", "64", "--steps", "2", "--eval-every", "2", "--seeds", "1",
+                              "--entries", "dense", "--lr", "1e300", "--out", "{tmp}/c"],
+        ("dense, seed 0", "became", "lower learning rate")),
     Bad("compare with no dense FFN", ["compare", *SYN, "--d-ff", "0", "--out", "{tmp}/c"],
         ("entry 'moe'", "d_expert must be >= 1")),
     Bad("compare out a file", ["compare", *SYN, "--out", "{tmp}/f"], ("--out", "is a file"), write("f", b"x")),
