@@ -40,9 +40,12 @@ def non_negative_float(text):
 def positive_float(text):
     """argparse type: a finite number > 0."""
     try:
-        return _number(text, float, math.ulp(0.0))
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be > 0 and finite, got {text}") from None
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be > 0 and finite, got {text}")
+    return value
 
 
 def _number(text, kind, low):
@@ -50,7 +53,7 @@ def _number(text, kind, low):
         value = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
-    if not value >= low or value in (float("inf"), float("-inf")):
+    if not value >= low or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be {'>= ' + str(low)}{' and finite' if kind is float else ''}, got {text}")
     return value
 
@@ -298,7 +301,7 @@ def cmd_train(args):
         dataset = load_data(args, spec, largest.context_len)
         config = config_from_args(args, args.parser, vocab_size=dataset.tokenizer.vocab_size)
         run = train.new_run(config, settings, spec, dataset)
-    if args.overwrite and os.path.abspath(out) != os.path.abspath(args.resume or ""):
+    if args.overwrite and not (args.resume and os.path.abspath(out) == os.path.abspath(args.resume)):
         clear_old_run(out)                                       # every check passed: now replace it
     print(dataset.description)
     print(format_counts(run["config"]))
