@@ -258,6 +258,42 @@ def _format_1_meta(folder, arrays):
 def run_from(meta, arrays, folder):
     """The run dict of a checkpoint's metadata and arrays, every value checked."""
     from minimolkv.train import Settings         # (train imports this module: import at call time)
+    check_meta(meta, Settings)
+    step = meta["step"]
+    config = model.Config.from_dict(meta["model"])
+    params = {k[len("params."):]: v for k, v in arrays.items() if k.startswith("params.")}
+    validate.model_params(params, config)
+    opt = state_from_arrays(arrays)
+    unexpected = sorted(k for k in arrays if not k.startswith(("params.", "adamw.")))
+    if unexpected:
+        raise ValueError(f"checkpoint.npz holds unexpected arrays {unexpected}")
+    validate.optimizer_state(opt, params, step)
+    for name, a in [("params." + k, a) for k, a in params.items()] \
+            + [("adamw.m." + k, a) for k, a in opt["m"].items()] + [("adamw.v." + k, a) for k, a in opt["v"].items()]:
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} holds NaN or infinite values; a checkpoint holds finite numbers only "
+                             "(was it saved from a diverged run?)")
+    tokenizer = tokenizer_from_dict(meta["tokenizer"])
+    if tokenizer.vocab_size != config.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} token ids but the model "
+                         f"vocab_size={config.vocab_size}")
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = meta["rng"]
+    except (TypeError, ValueError, OverflowError, KeyError) as err:
+        raise ValueError(f"rng must be the state of numpy's PCG64 generator ({type(err).__name__}: {err})") from None
+    settings = Settings(**meta["settings"])
+    return {
+        "params": params, "opt": opt, "step": step, "rng": rng, "config": config,
+        "settings": settings, "data": DataSpec(**meta["data"]),
+        "tokenizer": tokenizer, "metrics": meta["metrics"], "prompt": meta["prompt"],
+        "last_checkpoint": {"folder": os.fspath(folder), "step": step, "steps": settings.steps},
+    }
+
+
+def check_meta(meta, Settings):
+    """The metadata's shape: a JSON object with every key, of the right JSON types, and
+    the exact fields of Config, Settings and DataSpec (whose own checks see the values)."""
     if not isinstance(meta, dict):
         raise ValueError(f"the metadata must be a JSON object, got a JSON {type(meta).__name__}")
     missing = [k for k in META_KEYS if k not in meta]
@@ -285,35 +321,6 @@ def run_from(meta, arrays, folder):
         if unknown or missing:                           # (format 1: a field added since takes its default)
             problem = f"unknown fields {unknown}" if unknown else f"no {missing}"
             raise ValueError(f"{key} has {problem}; it holds the fields of {cls.__name__}: {fields}")
-    config = model.Config.from_dict(meta["model"])
-    params = {k[len("params."):]: v for k, v in arrays.items() if k.startswith("params.")}
-    validate.model_params(params, config)
-    opt = state_from_arrays(arrays)
-    unexpected = sorted(k for k in arrays if not k.startswith(("params.", "adamw.")))
-    if unexpected:
-        raise ValueError(f"checkpoint.npz holds unexpected arrays {unexpected}")
-    validate.optimizer_state(opt, params, step)
-    for name, a in list(params.items()) + [("adamw.m." + k, a) for k, a in opt["m"].items()] \
-            + [("adamw.v." + k, a) for k, a in opt["v"].items()]:
-        if not np.isfinite(a).all():
-            raise ValueError(f"{name} holds NaN or infinite values; a checkpoint holds finite numbers only "
-                             "(was it saved from a diverged run?)")
-    tokenizer = tokenizer_from_dict(meta["tokenizer"])
-    if tokenizer.vocab_size != config.vocab_size:
-        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} token ids but the model "
-                         f"vocab_size={config.vocab_size}")
-    rng = np.random.default_rng()
-    try:
-        rng.bit_generator.state = meta["rng"]
-    except (TypeError, ValueError, OverflowError, KeyError) as err:
-        raise ValueError(f"rng must be the state of numpy's PCG64 generator ({type(err).__name__}: {err})") from None
-    settings = Settings(**meta["settings"])
-    return {
-        "params": params, "opt": opt, "step": step, "rng": rng, "config": config,
-        "settings": settings, "data": DataSpec(**meta["data"]),
-        "tokenizer": tokenizer, "metrics": meta["metrics"], "prompt": meta["prompt"],
-        "last_checkpoint": {"folder": os.fspath(folder), "step": step, "steps": settings.steps},
-    }
 
 
 def check_same_tokenizer(run, dataset):

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pytest
 
-from minimolkv import checkpoint, files, model, train
+from minimolkv import checkpoint, model, train
 from minimolkv.__main__ import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -574,7 +574,8 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    args.given = {k for k, v in vars(args).items() if v not in (None, False) and k not in ("func", "parser", "argv", "command")}
+    args.given = {k for k, v in vars(args).items()                      # the options typed
+                  if v not in (None, False) and k not in ("func", "parser", "argv", "command")}
     for name, value in DEFAULTS.items():
         if getattr(args, name, "absent") is None:
             setattr(args, name, value)
