@@ -1,40 +1,74 @@
 """A training run's folder on disk: the checkpoint, and the lookup tables beside it.
 
-A checkpoint is a folder:
-    checkpoint.npz   parameters ("params.<name>") and AdamW state ("adamw.*")
-    config.json      model config, training settings, data spec, tokenizer,
-                     the batch generator's exact state, step, metrics
-    metrics.csv      the same metrics, one row per step, for a spreadsheet
-    luts-<fingerprint>/   (after `sample`) the lookup tables of these parameters
-Files are written atomically (temporary file + os.replace) and loaded with
-allow_pickle=False: nothing is ever unpickled.
+A run's folder:
+    checkpoint.npz   THE checkpoint, one file: parameters ("params.<name>"), AdamW
+                     state ("adamw.*") and the metadata as a byte array
+                     ("config.json": model config, training settings, data spec,
+                     tokenizer, the batch generator's exact state, step, metrics)
+    config.json      a copy of that metadata for people to read
+    metrics.csv      the metrics, one row per step, for a spreadsheet
+    loss.png         the loss curve (train)
+    luts-<fingerprint>/   the lookup tables of these parameters (sample)
+
+A checkpoint is a unit: whenever a run is killed, the folder loads as the
+previous step or the new one, never a mix. That is why it is one file.
+save writes checkpoint.npz to a temporary file and renames it over the old one
+(files.atomic_write); a rename is atomic, so a reader finds the old file or
+the new one, whole. (Two files, arrays and JSON, could each be replaced
+atomically but not as a pair: a kill between the two renames left a folder
+that loaded as neither step.) config.json and metrics.csv are written after
+it: a kill in between leaves them one step behind, which load ignores and the
+next save repairs. At the same step config.json must equal the checkpoint's
+own metadata: an edit there (say `window` or `n_heads`, which no shape
+reveals) is refused instead of silently ignored.
+
+Loading trusts nothing in the files, which may be damaged, edited or hostile:
+  * nothing is unpickled: object arrays are refused;
+  * nothing is allocated on a header's word: every array's header must promise
+    exactly the bytes its member holds, and the members must be stored
+    uncompressed within the file, so reading allocates at most the file's size;
+  * JSON deeper than Python's recursion limit, NaN or infinities are refused;
+  * every value is checked: shapes against the config, the optimizer state
+    against the parameters, every number finite, step, metrics, prompt, tokenizer.
+Every problem is a ValueError naming the folder, what is wrong and what is
+expected (FileNotFoundError when there is no checkpoint at all).
+Format 1 checkpoints (the metadata only in config.json, before this layout) still load.
 """
 
 import dataclasses
-import glob
 import json
+import math
 import os
+import re
 import shutil
+import sys
+import tempfile
+import time
 import zipfile
 
 import numpy as np
 
 from minimolkv import lut, model, validate
 from minimolkv.data import DataSpec
-from minimolkv.files import atomic_write, fingerprint
+from minimolkv.files import atomic_write, fingerprint, remove_stale_temporaries
 from minimolkv.optim import state_from_arrays, state_to_arrays
 from minimolkv.tokenizer import tokenizer_from_dict
 
-FORMAT = 1                                   # checkpoint layout version
+FORMAT = 2                    # 2: the metadata inside checkpoint.npz; 1: only in config.json
+FILES = ("checkpoint.npz", "config.json", "metrics.csv")
+META_KEYS = ("format", "step", "model", "settings", "data", "tokenizer", "rng", "metrics", "prompt")
 
+
+# ----------------------------------------------------------------------------
+# save
+# ----------------------------------------------------------------------------
 
 def save(folder, run):
-    """Write run (params, opt, rng, step, config, settings, data, tokenizer, metrics) to `folder`."""
+    """Write run (params, opt, rng, step, config, settings, data, tokenizer, metrics, prompt)
+    to `folder`, as a unit (see the module docstring); run["last_checkpoint"] then names it:
+    {"folder", "step", "steps" (the steps its settings train up to)}."""
     os.makedirs(folder, exist_ok=True)
-    arrays = {"params." + k: v for k, v in run["params"].items()}
-    arrays.update(state_to_arrays(run["opt"]))
-    arrays["step"] = np.array(run["step"], dtype=np.int64)
-    atomic_write(os.path.join(folder, "checkpoint.npz"), lambda f: np.savez(f, **arrays))
+    remove_stale_temporaries(folder, FILES)                  # left by a kill during an earlier save
     meta = {
         "format": FORMAT,
         "step": run["step"],
@@ -46,8 +80,13 @@ def save(folder, run):
         "metrics": run["metrics"],
         "prompt": run["prompt"],
     }
-    text = json.dumps(meta, indent=1).encode()
-    atomic_write(os.path.join(folder, "config.json"), lambda f: f.write(text))
+    text = json.dumps(meta, indent=1, allow_nan=False).encode()   # NaN is not JSON: never write it
+    arrays = {"params." + k: v for k, v in run["params"].items()}
+    arrays.update(state_to_arrays(run["opt"]))
+    arrays["config.json"] = np.frombuffer(text, dtype=np.uint8)
+    atomic_write(os.path.join(folder, "checkpoint.npz"), lambda f: np.savez(f, **arrays))  # the commit
+    run["last_checkpoint"] = {"folder": os.fspath(folder), "step": run["step"], "steps": run["settings"].steps}
+    atomic_write(os.path.join(folder, "config.json"), lambda f: f.write(text))             # copies
     atomic_write(os.path.join(folder, "metrics.csv"), lambda f: f.write(metrics_csv(run["metrics"])))
 
 
@@ -60,46 +99,228 @@ def metrics_csv(rows):
     return ("\n".join(lines) + "\n").encode()
 
 
+def holds_run(folder):
+    """The step of the run saved in `folder` (None if it holds none) -- train refuses to
+    overwrite one unless told to. A checkpoint that does not load still counts as a run."""
+    if not os.path.isfile(os.path.join(folder, "checkpoint.npz")):
+        return None
+    try:
+        return load(folder)["step"]
+    except (ValueError, OSError):
+        return "?"
+
+
+# ----------------------------------------------------------------------------
+# load
+# ----------------------------------------------------------------------------
+
 def load(folder):
-    """The run dict saved by save. Damaged or foreign files raise ValueError."""
-    from minimolkv.train import Settings         # (train imports this module: import at call time)
+    """The run dict saved by save. Damaged, edited or foreign files raise ValueError."""
     npz_path = os.path.join(folder, "checkpoint.npz")
-    json_path = os.path.join(folder, "config.json")
-    for path in (npz_path, json_path):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{folder!r} is not a checkpoint folder: {os.path.basename(path)} is missing")
+    if not os.path.isfile(npz_path):
+        what = "does not exist" if not os.path.exists(folder) else "holds no checkpoint.npz"
+        raise FileNotFoundError(f"{os.fspath(folder)!r} is not a checkpoint folder: it {what}")
     try:
-        with open(json_path) as f:
-            meta = json.load(f)
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"unknown checkpoint format {meta.get('format')!r}")
-        with np.load(npz_path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except ValueError as err:
-        if "allow_pickle" in str(err) or "Object arrays" in str(err):
-            raise ValueError(f"{npz_path!r} holds an object array; checkpoints hold numbers only "
-                             "and are never unpickled") from None
-        raise ValueError(f"{folder!r} holds a damaged checkpoint: {err}") from None
-    except (zipfile.BadZipFile, EOFError, OSError, json.JSONDecodeError, KeyError) as err:
-        raise ValueError(f"{folder!r} holds a damaged or truncated checkpoint ({type(err).__name__}: {err})") from None
-    if int(arrays.get("step", -1)) != meta.get("step"):
-        raise ValueError(f"{folder!r}: checkpoint.npz is at step {arrays.get('step')} but config.json "
-                         f"at step {meta.get('step')}; they do not belong together")
-    try:
-        config = model.Config.from_dict(meta["model"])
-        params = {k[len("params."):]: v for k, v in arrays.items() if k.startswith("params.")}
-        validate.model_params(params, config)
-        rng = np.random.default_rng()
-        rng.bit_generator.state = meta["rng"]
-        return {
-            "params": params, "opt": state_from_arrays(arrays), "step": meta["step"], "rng": rng,
-            "config": config, "settings": Settings(**meta["settings"]), "data": DataSpec(**meta["data"]),
-            "tokenizer": tokenizer_from_dict(meta["tokenizer"]), "metrics": meta["metrics"],
-            "prompt": meta["prompt"],
-        }
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise ValueError(f"{folder!r} holds a checkpoint that does not fit this version of minimolkv "
+        arrays = read_npz(npz_path)
+        if "config.json" in arrays:
+            meta = parse_json(_bytes_of(arrays.pop("config.json")), "checkpoint.npz's config.json")
+            check_copy(folder, meta)
+        else:
+            meta = _format_1_meta(folder, arrays)
+        return run_from(meta, arrays, folder)
+    except PermissionError as err:
+        raise ValueError(f"{os.fspath(folder)!r}: {os.path.basename(err.filename or npz_path)} cannot be read "
+                         f"({err.strerror}); checkpoints must be readable") from None
+    except (zipfile.BadZipFile, EOFError, OSError) as err:
+        raise ValueError(f"{os.fspath(folder)!r}: checkpoint.npz is damaged or truncated "
                          f"({type(err).__name__}: {err})") from None
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
+        raise ValueError(f"{os.fspath(folder)!r} holds a checkpoint that cannot be loaded: {err}") from None
+
+
+def read_npz(path):
+    """{name: array} of an .npz written by save, trusting nothing in it: uncompressed
+    .npy members only, each header promising exactly the bytes the member holds, no
+    object arrays. Reading allocates at most the file's size."""
+    size = os.path.getsize(path)
+    arrays = {}
+    with zipfile.ZipFile(path) as z:
+        members = z.infolist()
+        for m in members:
+            if not m.filename.endswith(".npy") or m.compress_type != zipfile.ZIP_STORED:
+                what = " (compressed)" if m.compress_type != zipfile.ZIP_STORED else ""
+                raise ValueError(f"checkpoint.npz holds {m.filename!r}{what}; save writes uncompressed "
+                                 ".npy arrays only")
+        if sum(m.file_size for m in members) > size:
+            raise ValueError("checkpoint.npz is damaged: its members claim more bytes than the file holds")
+        for m in members:
+            with z.open(m) as f:
+                arrays[m.filename[:-4]] = _read_npy(f, m.file_size, m.filename)
+    return arrays
+
+
+def _read_npy(f, size, name):
+    """One .npy member of `size` bytes -> its array (writable, no copy)."""
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"checkpoint.npz: {name} is an .npy file of version {version}; expected 1.0 or 2.0")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(f)               # numpy caps the header at 10,000 bytes
+    if dtype.hasobject:
+        raise ValueError(f"checkpoint.npz holds an object array ({name}); checkpoints hold numbers only "
+                         "and are never unpickled")
+    if dtype.kind not in "biuf":
+        raise ValueError(f"checkpoint.npz: {name} has dtype {dtype}; checkpoints hold numbers only")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if f.tell() + nbytes != size:
+        raise ValueError(f"checkpoint.npz: {name}'s header promises shape {shape} ({nbytes} bytes) "
+                         f"but it holds {size - f.tell()} bytes of data")
+    data = bytearray(nbytes)                             # bounded: nbytes <= the file's size
+    if f.readinto(data) != nbytes:
+        raise ValueError(f"checkpoint.npz: {name} is truncated")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _bytes_of(array):
+    if array.dtype != np.uint8 or array.ndim != 1:
+        raise ValueError(f"checkpoint.npz's config.json must be a 1-D uint8 array, got {array.dtype} {array.shape}")
+    return array.tobytes()
+
+
+def _not_a_number(text):
+    raise ValueError(f"{text} is not allowed (a checkpoint holds finite numbers only)")
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        _not_a_number(text)
+    return value
+
+
+def parse_json(data, what):
+    """JSON bytes -> a value, with NaN, infinities and nesting beyond the recursion limit refused."""
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_not_a_number, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError(f"{what} nests deeper than {sys.getrecursionlimit()} levels "
+                         "(a checkpoint's metadata nests 4)") from None
+    except ValueError as err:                            # JSONDecodeError, UnicodeDecodeError, the above
+        raise ValueError(f"{what} is not valid checkpoint JSON: {err}") from None
+
+
+def _read_json_file(path):
+    with open(path, "rb") as f:
+        return parse_json(f.read(), os.path.basename(path))
+
+
+def check_copy(folder, meta):
+    """config.json beside checkpoint.npz is a copy of `meta` for people to read. At the
+    same step it must be equal: an edit would otherwise be silently ignored. At another
+    step it is a copy that a kill left one step behind: ignored (the next save rewrites it)."""
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        return
+    copy = _read_json_file(path)
+    if not isinstance(copy, dict):
+        raise ValueError(f"config.json holds a JSON {type(copy).__name__}, not a copy of the checkpoint's "
+                         "metadata; restore it or delete it (the next save writes it again)")
+    if copy.get("step") != meta.get("step"):
+        return
+    for key in sorted(set(meta) | set(copy)):
+        if copy.get(key) != meta.get(key):
+            where = key
+            if isinstance(meta.get(key), dict) and isinstance(copy.get(key), dict):
+                inner = sorted(k for k in set(meta[key]) | set(copy[key]) if meta[key].get(k) != copy[key].get(k))
+                where = f"{key}.{inner[0]}: {copy[key].get(inner[0])!r} in config.json, " \
+                        f"{meta[key].get(inner[0])!r} in checkpoint.npz"
+            raise ValueError(f"config.json was edited ({where}). It is a copy for reading; the "
+                             "checkpoint's own metadata is inside checkpoint.npz, and a run's config "
+                             "cannot be changed. Restore config.json or delete it (the next save "
+                             "writes it again)")
+
+
+def _format_1_meta(folder, arrays):
+    """Format 1: the metadata only in config.json, which must be at checkpoint.npz's step."""
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        raise ValueError("checkpoint.npz holds no metadata and config.json is missing")
+    meta = _read_json_file(path)
+    step = arrays.pop("step", None)
+    if not isinstance(meta, dict) or meta.get("format") != 1:
+        raise ValueError(f"checkpoint.npz holds no metadata and config.json is not a format 1 checkpoint's")
+    if step is None or step.shape != () or int(step) != meta.get("step"):
+        raise ValueError(f"checkpoint.npz is at step {step} but config.json at step {meta.get('step')}; "
+                         "they do not belong together")
+    return meta
+
+
+def run_from(meta, arrays, folder):
+    """The run dict of a checkpoint's metadata and arrays, every value checked."""
+    from minimolkv.train import Settings         # (train imports this module: import at call time)
+    check_meta(meta, Settings)
+    step = meta["step"]
+    config = model.Config.from_dict(meta["model"])
+    params = {k[len("params."):]: v for k, v in arrays.items() if k.startswith("params.")}
+    validate.model_params(params, config)
+    opt = state_from_arrays(arrays)
+    unexpected = sorted(k for k in arrays if not k.startswith(("params.", "adamw.")))
+    if unexpected:
+        raise ValueError(f"checkpoint.npz holds unexpected arrays {unexpected}")
+    validate.optimizer_state(opt, params, step)
+    for name, a in [("params." + k, a) for k, a in params.items()] \
+            + [("adamw.m." + k, a) for k, a in opt["m"].items()] + [("adamw.v." + k, a) for k, a in opt["v"].items()]:
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} holds NaN or infinite values; a checkpoint holds finite numbers only "
+                             "(was it saved from a diverged run?)")
+    tokenizer = tokenizer_from_dict(meta["tokenizer"])
+    if tokenizer.vocab_size != config.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} token ids but the model "
+                         f"vocab_size={config.vocab_size}")
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = meta["rng"]
+    except (TypeError, ValueError, OverflowError, KeyError) as err:
+        raise ValueError(f"rng must be the state of numpy's PCG64 generator ({type(err).__name__}: {err})") from None
+    settings = Settings(**meta["settings"])
+    return {
+        "params": params, "opt": opt, "step": step, "rng": rng, "config": config,
+        "settings": settings, "data": DataSpec(**meta["data"]),
+        "tokenizer": tokenizer, "metrics": meta["metrics"], "prompt": meta["prompt"],
+        "last_checkpoint": {"folder": os.fspath(folder), "step": step, "steps": settings.steps},
+    }
+
+
+def check_meta(meta, Settings):
+    """The metadata's shape: a JSON object with every key, of the right JSON types, and
+    the exact fields of Config, Settings and DataSpec (whose own checks see the values)."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"the metadata must be a JSON object, got a JSON {type(meta).__name__}")
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"the metadata lacks {missing}; expected the keys {list(META_KEYS)}")
+    if meta["format"] not in (1, FORMAT):
+        raise ValueError(f"unknown checkpoint format {meta['format']!r}; this version reads 1 and {FORMAT}")
+    step = meta["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be an integer >= 0, got {step!r}")
+    for key, kind in (("model", dict), ("settings", dict), ("data", dict), ("rng", dict),
+                      ("metrics", list), ("prompt", str)):
+        if not isinstance(meta[key], kind):
+            raise ValueError(f"{key} must be a JSON {'object' if kind is dict else kind.__name__}, "
+                             f"got {type(meta[key]).__name__}")
+    for i, row in enumerate(meta["metrics"]):
+        if not isinstance(row, dict) or any(v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))
+                                            for v in row.values()):
+            raise ValueError(f"metrics[{i}] must be an object of numbers (or null), got {str(row)[:80]}")
+
+    for key, cls in (("model", model.Config), ("settings", Settings), ("data", DataSpec)):
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(meta[key]) - set(fields))
+        missing = [f for f in fields if f not in meta[key]] if meta["format"] == FORMAT else []
+        if unknown or missing:                           # (format 1: a field added since takes its default)
+            problem = f"unknown fields {unknown}" if unknown else f"no {missing}"
+            raise ValueError(f"{key} has {problem}; it holds the fields of {cls.__name__}: {fields}")
 
 
 def check_same_tokenizer(run, dataset):
@@ -111,17 +332,87 @@ def check_same_tokenizer(run, dataset):
                          "resuming would scramble the token ids")
 
 
-def tables(folder, params, config):
+# ----------------------------------------------------------------------------
+# the lookup tables beside a checkpoint
+# ----------------------------------------------------------------------------
+
+TABLES_DIR = re.compile(r"luts-[0-9a-f]{12}")   # the folders tables() makes, luts-<fingerprint>
+MANIFEST = "tables.json"                        # written last inside them: "this folder is ours, complete"
+STALE_SECONDS = 3600                            # a half-built folder older than this was left by a kill
+
+
+def tables(folder, params, config, log=None):
     """The lookup tables of `params`, as counting LookupTables on memmaps in
     folder/luts-<fingerprint of params>/: built and saved the first time, only
-    opened after that. Tables of older parameters in the folder are removed.
-    {} for dense and moe."""
+    opened (and checked: every number finite) after that. {} for dense and moe.
+
+    Built into a temporary folder and renamed into place, so a luts- folder is
+    always complete. Tables of older parameters are removed -- only folders
+    this function made (named luts-<12 hex digits>, holding its tables.json and
+    .npy files), never anything else. When `folder` cannot be written (read-only),
+    the tables are built in memory instead and log(note) says so.
+    """
     shapes = model.lut_shapes(config)
     if not shapes:
         return {}
-    table_dir = os.path.join(folder, "luts-" + fingerprint(params))   # never stale after another run
-    if not os.path.isdir(table_dir):
-        for old in glob.glob(os.path.join(folder, "luts-*")):            # tables of older parameters
-            shutil.rmtree(old)
-        lut.save_tables(table_dir, model.build_luts(params, config))
-    return lut.open_tables(table_dir, shapes, params["tok_emb"].dtype)
+    name = "luts-" + fingerprint(params)                   # never stale after another run
+    table_dir = os.path.join(folder, name)
+    if not os.path.lexists(table_dir):
+        try:
+            _build_tables(folder, name, params, config)
+        except OSError as err:                               # read-only folder, disk full, ...
+            if log is not None:
+                log(f"note: cannot save lookup tables in {os.fspath(folder)!r} ({err.strerror or err}); "
+                    "built them in memory for this run")
+            return {k: lut.LookupTable(v) for k, v in model.build_luts(params, config).items()}
+    elif not is_tables_dir(table_dir):
+        raise ValueError(f"{table_dir!r} is in the way: it is not a folder of lookup tables minimolkv "
+                         "wrote (no tables.json); move it elsewhere")
+    luts = lut.open_tables(table_dir, shapes, params["tok_emb"].dtype)
+    for key, table in luts.items():
+        bad = lut.first_non_finite_row(table.table)
+        if bad is not None:
+            raise ValueError(f"{os.path.join(table_dir, key + '.npy')!r} holds NaN or infinite values "
+                             f"(row {bad}); delete {table_dir!r} and it is rebuilt from the checkpoint")
+    _remove_old_tables(folder, keep=name)
+    return luts
+
+
+def _build_tables(folder, name, params, config):
+    """Save the tables into a temporary folder, then rename it to folder/name (atomic)."""
+    tmp = tempfile.mkdtemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    try:
+        luts = model.build_luts(params, config)
+        lut.save_tables(tmp, luts)
+        manifest = {"params": name[len("luts-"):],
+                    "tables": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in luts.items()}}
+        atomic_write(os.path.join(tmp, MANIFEST), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+        os.rename(tmp, os.path.join(folder, name))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.isdir(os.path.join(folder, name)):        # another process finished first: fine
+            return
+        raise
+
+
+def is_tables_dir(path):
+    """A folder tables() made: a real folder named luts-<fingerprint> holding tables.json and .npy files."""
+    if os.path.islink(path) or not os.path.isdir(path) or not TABLES_DIR.fullmatch(os.path.basename(path)):
+        return False
+    entries = os.listdir(path)
+    return MANIFEST in entries and all(e == MANIFEST or e.endswith(".npy") for e in entries)
+
+
+def _remove_old_tables(folder, keep):
+    """Remove this function's tables of older parameters, and half-built ones a kill left."""
+    now = time.time()
+    for entry in os.listdir(folder):
+        path = os.path.join(folder, entry)
+        try:
+            if entry != keep and is_tables_dir(path):
+                shutil.rmtree(path)
+            elif re.fullmatch(r"\.luts-[0-9a-f]{12}\..+\.tmp", entry) and not os.path.islink(path) \
+                    and os.path.isdir(path) and now - os.path.getmtime(path) > STALE_SECONDS:
+                shutil.rmtree(path)
+        except OSError:
+            pass                                             # read-only, or removed meanwhile: leave it

@@ -244,15 +244,14 @@ def synthetic_reference_losses(ids, vocab_size, seed):
     if len(ids) < 2:
         raise ValueError(f"ids must hold at least 2 tokens, got {len(ids)}")
     succ, prob, _ = _synthetic_tables(vocab_size, seed)
-    bigram = np.zeros((vocab_size, vocab_size))                      # (V,V) P(filler | prev)
-    np.put_along_axis(bigram, succ, prob, axis=1)
     pos = np.arange(len(ids))                                        # (n,)
     last_key_pos = np.maximum.accumulate(np.where(ids < SYN_KEYS, pos, -1))  # (n,) -1: none yet
     key = np.where(last_key_pos >= 0, ids[last_key_pos], -1)[:-1]    # (n-1,) the key when predicting
     prev, nxt = ids[:-1], ids[1:]                                    # (n-1,) each
-    p_free = np.where(nxt < SYN_KEYS, SYN_P_KEY / SYN_KEYS,          # (n-1,) when prev is no trigger
-                      np.where(nxt == SYN_KEYS, SYN_P_TRIGGER,
-                               (1 - SYN_P_KEY - SYN_P_TRIGGER) * bigram[prev, nxt]))
+    bigram = np.sum(prob[prev] * (succ[prev] == nxt[:, None]), axis=1)   # (n-1,) P(filler nxt | prev),
+    p_free = np.where(nxt < SYN_KEYS, SYN_P_KEY / SYN_KEYS,          # no (V,V) table: V may be large
+                      np.where(nxt == SYN_KEYS, SYN_P_TRIGGER,       # (n-1,) when prev is no trigger
+                               (1 - SYN_P_KEY - SYN_P_TRIGGER) * bigram))
     is_answer = (nxt > SYN_KEYS) & (nxt <= 2 * SYN_KEYS)
     p_guess = np.where(is_answer, 1.0 / SYN_KEYS, 0.0)               # (n-1,) answer without the key
     p_known = np.where(key >= 0, nxt == SYN_KEYS + 1 + key, p_guess)  # (n-1,) answer with the key

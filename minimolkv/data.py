@@ -4,6 +4,7 @@ the validation windows (corpora are in corpora.py, tokenizers in tokenizer.py).
     load_dataset()       one call from a name or a path to train/val ids
     get_batch()          B random (T+1)-token windows of the train ids (or fresh
                          ones from the synthetic stream) -> inputs and targets
+    check_fits()         does each split hold a window of the context length?
     eval_windows()       the validation split cut into non-overlapping windows
     split()              train/val split of an id array
     DataSpec             which data, saved with a checkpoint
@@ -34,7 +35,8 @@ def load_text(path):
     """The text of a UTF-8 file (a leading byte-order mark is dropped)."""
     p = Path(path)
     if not p.is_file():
-        what = "is a directory" if p.is_dir() else "does not exist"
+        what = ("is a directory" if p.is_dir() else "does not exist" if not p.exists()
+                else "is not a regular file (a pipe or a device)")
         raise FileNotFoundError(f"path {str(path)!r} {what}; give a UTF-8 text file")
     data = p.read_bytes()
     try:
@@ -90,6 +92,16 @@ def get_batch(ids, batch_size, context_len, rng):
     x = ids[idx].astype(np.int64)                                    # (B,T)
     y = ids[idx + 1].astype(np.int64)                                # (B,T)
     return x, y
+
+
+def check_fits(dataset, context_len):
+    """Training draws windows of T+1 tokens and validation cuts the split into them:
+    each part of the data must hold at least one window."""
+    T = validate.positive_int(context_len, "context_len")
+    for part, n in (("training", dataset.train_tokens), ("validation", len(dataset.val))):
+        if n is not None and n < T + 1:
+            raise ValueError(f"the {part} part of the data holds {n} tokens, fewer than context_len + 1 = "
+                             f"{T + 1}; use more data or a shorter context_len (--context-len)")
 
 
 def eval_windows(ids, context_len):
@@ -177,6 +189,9 @@ class DataSpec:
     tokenizer: str = "bpe"                   # "bpe" | "byte" (ignored by synthetic)
     vocab_size: int = 512
     seed: int = 0
+
+    def __post_init__(self):
+        validate.data_spec(self)
 
     def load(self):
         return load_dataset(self.name, tokenizer=self.tokenizer, vocab_size=self.vocab_size,

@@ -1,10 +1,13 @@
 """File helpers: atomic writes, content fingerprints, byte counts for people.
 
-    atomic_write(path, write)   write a file so that a crash never leaves half of it
+    atomic_write(path, write)   write a file so that a kill never leaves half of it
+    remove_stale_temporaries(folder, names)   the temporaries a killed writer left behind
+    writable_folder(path, name) can we write into `path`? (checked before any work)
     fingerprint(arrays)         12 hex digits naming a dict of arrays (names, shapes, values)
     format_bytes(n)             1536 -> '1.5 KiB'
 """
 
+import glob
 import hashlib
 import os
 import tempfile
@@ -12,20 +15,64 @@ import tempfile
 import numpy as np
 
 
+def _umask():
+    """The process's umask (os.umask can only be read by setting it; set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write):
     """Call write(file) on a temporary file beside `path`, then rename it over
-    `path` with os.replace: a crash never leaves a half-written file."""
+    `path` with os.replace: a reader (or a kill at any instant) sees the old
+    file or the new one, never half of one.
+
+    The temporary is named .<name>.<random>.tmp, so remove_stale_temporaries
+    can find what a killed writer left. The file gets the usual permissions
+    (0644 under the common umask; mkstemp alone would make it 0600), and is
+    flushed to disk before the rename, so even a power cut keeps one of the two.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def remove_stale_temporaries(folder, names):
+    """Delete the .<name>.*.tmp files atomic_write left in `folder` when it was killed
+    (a kill skips its clean-up). Only call it where no other process is writing `names`."""
+    for name in names:
+        for tmp in glob.glob(os.path.join(glob.escape(str(folder)), f".{glob.escape(name)}.*.tmp")):
+            try:
+                os.remove(tmp)
+            except FileNotFoundError:
+                pass
+
+
+def writable_folder(path, name):
+    """Raise ValueError, naming the option `name`, unless `path` is (or can be made) a
+    folder we can write into; creates it. Called before any work, so an unusable
+    --out is reported at once, not after the training."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{name} {path!r} is a file, not a folder; give a folder (it is created if missing)")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):          # the only sure test: write something
+            pass
+    except OSError as err:
+        raise ValueError(f"{name} {path!r} cannot be written ({err.strerror or err}); "
+                         "give a folder you can write to") from None
 
 
 def fingerprint(arrays):

@@ -54,7 +54,8 @@ def sample(logits, temperature, top_k, rng):
     """logits (B,V) -> next ids (B,). temperature 0 is greedy (argmax)."""
     if temperature == 0:
         return np.argmax(logits, axis=-1)
-    z = logits.astype(np.float64) / temperature                             # (B,V)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = logits.astype(np.float64) / temperature                         # (B,V)
     if not np.all(np.isfinite(z)):                                          # a tiny temperature overflows:
         return np.argmax(logits, axis=-1)                                   # its limit is the argmax
     if top_k is not None and top_k < z.shape[-1]:
@@ -94,20 +95,23 @@ def generate(params, config, prompt_ids, n_tokens, temperature=1.0, top_k=None, 
     tables = layer_params(luts, config.n_layers)
     rng = np.random.default_rng(seed)
 
-    total = prompt.shape[1] + n_tokens
-    ids = prompt                                                            # (B,T0)
-    visible = ids[:, -config.context_len:]                                  # (B,t) what the caches hold
+    B, T0 = prompt.shape
+    ids = np.empty((B, T0 + n_tokens), dtype=np.int64)                     # (B,T0+n) filled as we go
+    ids[:, :T0] = prompt
+    n = T0                                                                  # ids[:, :n] are known
+    visible = ids[:, max(0, n - config.context_len):n]                      # (B,t) what the caches hold
     states, logits = prefill(params, config, layers, tables, visible)       # logits (B,V)
     t = visible.shape[1]                                                    # next free position
-    while ids.shape[1] < total:
+    while n < ids.shape[1]:
         nxt = sample(logits, temperature, top_k, rng)                       # (B,)
-        ids = np.concatenate([ids, nxt[:, None]], axis=1)                   # (B,T+1)
+        ids[:, n] = nxt
+        n += 1
         if on_token is not None:
             on_token(nxt)
-        if ids.shape[1] == total:
+        if n == ids.shape[1]:
             break
         if t == config.context_len:                                         # the caches are full: slide
-            visible = ids[:, -(config.context_len // 2 or 1):]              # (B,C/2), nxt included
+            visible = ids[:, n - (config.context_len // 2 or 1):n]          # (B,C/2), nxt included
             states, logits = prefill(params, config, layers, tables, visible)
             t = visible.shape[1]
         else:

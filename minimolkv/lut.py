@@ -8,6 +8,7 @@ its own row, N·D numbers per layer, instead of loading every expert's weights.
     open_lut(path, shape, dtype)       open it as a read-only np.memmap (checked)
     LookupTable(table)                 wrapper: table[ids] that counts bytes read
     lut_footprint(V, L, N, D, itemsize)  storage and per-token load of a model
+    first_non_finite_row(table)        a check that a table on disk holds numbers
 
 A np.memmap maps the file into memory without reading it: `table[ids]` makes
 the operating system read just the pages holding those rows.
@@ -118,6 +119,17 @@ def lut_footprint(vocab_size, n_layers, n_experts, width, itemsize):
     """
     per_token = n_layers * n_experts * width * itemsize
     return vocab_size * per_token, per_token
+
+
+def first_non_finite_row(table, rows=4096):
+    """The first row of a (V, ...) table holding NaN or inf, or None. Reads the table
+    once, `rows` rows at a time (a memmap is never loaded whole): a damaged table
+    would otherwise decode silently into garbage."""
+    for start in range(0, table.shape[0], rows):
+        ok = np.isfinite(table[start:start + rows]).reshape(min(rows, table.shape[0] - start), -1).all(axis=1)
+        if not ok.all():
+            return start + int(np.argmin(ok))
+    return None
 
 
 def save_tables(folder, tables):

@@ -1,4 +1,9 @@
-"""Keep freed memory in the process: no page-fault storm in every train step.
+"""Memory: keep freed memory in the process (no page-fault storm in every train
+step), and estimate what a run needs against the machine's RAM.
+
+    keep_freed_memory()          glibc's malloc keeps a step's temporaries for the next
+    train_bytes(config, B)       the estimated peak memory of training, nothing allocated
+    check_fits(config, B)        refuse a run that cannot fit, before any work
 
 A train step allocates ~80 MB of temporaries (activations, gradients) and
 frees them again. glibc's malloc serves blocks above its mmap threshold
@@ -15,6 +20,7 @@ nothing. Called by train.train, the benchmark and the command line.
 
 import ctypes
 import ctypes.util
+import os
 import platform
 
 M_TRIM_THRESHOLD = -1          # from <malloc.h>: free memory above this at the heap top goes back to the OS
@@ -40,3 +46,67 @@ def keep_freed_memory():
         return False
     _done = ok
     return ok
+
+
+# ----------------------------------------------------------------------------
+# how much memory a run needs, and how much the machine has
+# ----------------------------------------------------------------------------
+
+EVAL_CHUNK = 64                # train.evaluate runs the model on up to 64 windows at once
+
+
+def activation_bytes(config, batch_size, itemsize):
+    """{what: bytes} of the arrays a train step's forward keeps for its backward (the
+    backward's temporaries are of the same sizes; the estimate's factors cover them).
+    Measured with tracemalloc for every kind: within 0.9-1.3x of the true peak."""
+    c, B = config, batch_size
+    T, D, H, L, V = c.context_len, c.d_model, c.n_heads, c.n_layers, c.vocab_size
+    N, F, Dk = c.n_experts, c.d_expert, c.d_key
+    per_layer = {"(B,T,D) hidden states": 13 * B * T * D, "(B,H,T,T) attention weights": 2 * B * H * T * T}
+    if c.d_ff:
+        per_layer["(B,T,d_ff) dense FFN activations"] = 3 * B * T * c.d_ff
+    if c.kind in ("moe", "mole", "molkv"):
+        per_layer["(B,T,N,F) expert activations"] = 4 * B * T * N * F + B * T * N * D
+    if c.kind == "molkv":
+        per_layer["(B,T,N,D) expert keys and values"] = B * T * N * (Dk + D)
+        per_layer["(B,T,T,N) MoLKV scores"] = 2 * B * T * T * N
+    if c.kind == "ctxattn":
+        per_layer["(B,T,T) control scores"] = B * T * (2 * Dk + D) + 2 * B * T * T
+    sizes = {k: (L + 1) * v * itemsize for k, v in per_layer.items()}     # + one layer of backward work
+    sizes["(B,T,V) logits"] = 3 * B * T * V * itemsize
+    return sizes
+
+
+def train_bytes(config, batch_size, itemsize=4):
+    """(total, {what: bytes}): the estimated peak memory of training `config`:
+    parameters, gradients and AdamW's two moments (4 copies of the parameters),
+    plus the activations of a step at the larger of batch_size and the evaluation's
+    chunk of 64 windows. Nothing is allocated: the sizes come from the config."""
+    from minimolkv.params import count_params
+    parts = {"parameters, gradients, AdamW state": 4 * count_params(config)["train"] * itemsize}
+    parts.update(activation_bytes(config, max(batch_size, EVAL_CHUNK), itemsize))
+    return sum(parts.values()), parts
+
+
+def ram_bytes():
+    """The machine's physical memory in bytes, or None where the platform does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):      # no sysconf (Windows), or no such name
+        return None
+
+
+def check_fits(config, batch_size, itemsize=4, ram=None):
+    """Raise ValueError, with the estimate and the machine's RAM, if training `config`
+    cannot fit in memory -- before any work, instead of a MemoryError minutes later."""
+    ram = ram_bytes() if ram is None else ram
+    total, parts = train_bytes(config, batch_size, itemsize)
+    if ram is None or total <= ram:
+        return
+    from minimolkv.files import format_bytes
+    biggest = max(parts, key=parts.get)
+    raise ValueError(f"this model needs about {format_bytes(total)} of memory to train "
+                     f"({biggest}: {format_bytes(parts[biggest])}; batch_size={batch_size}, "
+                     f"context_len={config.context_len}, vocab_size={config.vocab_size}, "
+                     f"d_model={config.d_model}) but this machine has {format_bytes(ram)} of RAM; "
+                     "use smaller sizes")

@@ -132,7 +132,10 @@ def state_from_arrays(arrays, prefix="adamw."):
     without the prefix are ignored. The arrays are copied, values unchanged."""
     if f"{prefix}t" not in arrays:
         raise ValueError(f"arrays holds no optimizer state: key '{prefix}t' is missing")
-    state = {"t": int(arrays[f"{prefix}t"]), "m": {}, "v": {}}
+    t = np.asarray(arrays[f"{prefix}t"])
+    if t.shape != () or not np.issubdtype(t.dtype, np.integer) or t < 0:
+        raise ValueError(f"'{prefix}t' must be one integer >= 0 (the step count), got {t.dtype} {t.shape}")
+    state = {"t": int(t), "m": {}, "v": {}}
     for key in arrays:
         for moment in ("m", "v"):
             if key.startswith(f"{prefix}{moment}."):

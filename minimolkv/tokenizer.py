@@ -4,10 +4,12 @@
     BPETokenizer         byte-level BPE trained on a text (V >= 256)
     IdTokenizer          names for the ids of the synthetic corpus
     tokenizer_from_dict  rebuild any of them from its to_dict() (checkpoints)
+    text_pieces          the text each new id adds, to print tokens as they are generated
 
 Notation: V vocabulary size, n the number of tokens of a text.
 """
 
+import codecs
 import math
 import re
 from collections import Counter, defaultdict
@@ -89,13 +91,21 @@ class BPETokenizer:
     (at worst into single bytes) and decodes back exactly.
     """
 
+    MAX_VOCAB_BYTES = 2 ** 26      # 64 MiB: real vocabularies need well under 1 MiB
+
     def __init__(self, merges):
         self.merges = [(int(a), int(b)) for a, b in merges]
-        self.vocab = [bytes([i]) for i in range(256)]      # id -> the bytes it stands for
-        for k, (a, b) in enumerate(self.merges):
+        lengths = [1] * 256                                # bytes per id, counted before building:
+        for k, (a, b) in enumerate(self.merges):          # merges (0,0), (256,256), ... double each time
             if not (0 <= a < 256 + k and 0 <= b < 256 + k):
                 raise ValueError(f"merges[{k}] = {(a, b)} uses an id not defined before it "
                                  f"(allowed: [0, {256 + k}))")
+            lengths.append(lengths[a] + lengths[b])
+        if sum(lengths) > self.MAX_VOCAB_BYTES:
+            raise ValueError(f"merges spell tokens of {sum(lengths):,} bytes in all, more than "
+                             f"{self.MAX_VOCAB_BYTES:,}: not a vocabulary BPE training makes")
+        self.vocab = [bytes([i]) for i in range(256)]      # id -> the bytes it stands for
+        for a, b in self.merges:
             self.vocab.append(self.vocab[a] + self.vocab[b])
         self.ranks = {pair: 256 + k for k, pair in enumerate(self.merges)}  # pair -> new id
         self._cache = {}                                   # chunk str -> list of ids
@@ -224,12 +234,37 @@ class IdTokenizer:
 
 
 def tokenizer_from_dict(d):
-    """Rebuild a tokenizer from its to_dict() (e.g. read from a checkpoint's JSON)."""
+    """Rebuild a tokenizer from its to_dict() (e.g. read from a checkpoint's JSON).
+    Anything else -- a missing key, merges that are not pairs of ids, names that are
+    not strings -- raises ValueError naming what is wrong."""
     kind = d.get("kind") if isinstance(d, dict) else None
     if kind == "byte":
         return ByteTokenizer()
     if kind == "bpe":
+        merges = d.get("merges")
+        if not isinstance(merges, list) or not all(
+                isinstance(m, list) and len(m) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in m)
+                for m in merges):
+            raise ValueError(f"a 'bpe' tokenizer dict needs 'merges': a list of [id, id] pairs, "
+                             f"got {str(merges)[:80]}")
         return BPETokenizer.from_dict(d)
     if kind == "ids":
-        return IdTokenizer(d["names"])
+        names = d.get("names")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"an 'ids' tokenizer dict needs 'names': a list of strings, got {str(names)[:80]}")
+        return IdTokenizer(names)
     raise ValueError(f"d must be a tokenizer dict with kind 'byte', 'bpe' or 'ids', got {d!r:.80}")
+
+
+def text_pieces(tokenizer):
+    """piece(id) -> the text one more token adds after the text decoded so far, so
+    tokens can be printed as they are generated; piece(None) ends the stream.
+
+    A token may hold part of a UTF-8 character (byte and BPE tokens are bytes), so
+    the pieces go through an incremental UTF-8 decoder: decode(prompt) followed by
+    the pieces of the new ids is exactly decode(prompt + new ids)."""
+    if isinstance(tokenizer, IdTokenizer):
+        return lambda i: "" if i is None else " " + tokenizer.names[i]           # decode joins with spaces
+    vocab = tokenizer.vocab if isinstance(tokenizer, BPETokenizer) else [bytes([b]) for b in range(256)]
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    return lambda i: utf8.decode(b"", final=True) if i is None else utf8.decode(vocab[i])

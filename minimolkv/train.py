@@ -8,8 +8,9 @@ One step:
 
 Every `eval_every` steps (and at the end) the validation loss is measured on
 the same fixed validation batches, a progress line is printed and a
-checkpoint is written (checkpoint.py). A non-finite loss stops the run with a
-clear message; the last checkpoint on disk is the last good one. Resuming
+checkpoint is written (checkpoint.py). A non-finite loss, gradient norm,
+validation loss or parameter stops the run with a clear message before
+anything is saved: the last checkpoint on disk is the last good one. Resuming
 restores everything a step depends on, so a run interrupted at step k and
 resumed with the same --steps ends bit-identical to one that never stopped.
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minimolkv import checkpoint, memory, model, validate
-from minimolkv.data import DataSpec, eval_windows, get_batch  # noqa: F401 (train.DataSpec for callers)
+from minimolkv.data import DataSpec, check_fits, eval_windows, get_batch  # noqa: F401 (train.DataSpec for callers)
 from minimolkv.optim import adamw_init, adamw_step, clip_grad_norm, lr_schedule
 
 
@@ -46,15 +47,7 @@ class Settings:
     dtype: str = "float32"
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_every", "eval_batches"):
-            validate.positive_int(getattr(self, name), name)
-        for name in ("lr", "clip"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not 0 <= self.min_lr_ratio <= 1 or self.weight_decay < 0 or self.warmup < 0:
-            raise ValueError("min_lr_ratio must be in [0, 1], weight_decay and warmup >= 0")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        validate.settings(self)
 
 
 def evaluate(params, config, ids, settings, full=False):
@@ -93,7 +86,7 @@ def new_run(config, settings, data_spec, dataset):
     return {"params": params, "opt": adamw_init(params), "step": 0,
             "rng": np.random.default_rng(settings.seed), "config": config, "settings": settings,
             "data": data_spec, "tokenizer": dataset.tokenizer, "metrics": [],
-            "prompt": default_prompt(dataset)}
+            "prompt": default_prompt(dataset), "last_checkpoint": None}
 
 
 def default_prompt(dataset):
@@ -113,18 +106,27 @@ def progress_line(step, total, loss, val, tok_per_s, eta_s):
             f"{tok_per_s:>7,.0f} tok/s | ETA {eta}")
 
 
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")   # the checks below say it once
 def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
     """Train `run` (from new_run or checkpoint.load) up to run["settings"].steps.
 
     out_dir: where checkpoints go (None: keep nothing on disk).
     stop_after: stop (with a checkpoint) after this many total steps — an
     interruption on purpose, e.g. to show that resuming is exact.
-    Returns the run, updated in place.
+    Returns the run, updated in place; run["last_checkpoint"] names the last
+    checkpoint written (or loaded), {"folder", "step", "steps"}, or None.
+
+    A NaN or infinite loss, gradient norm, validation loss or parameter stops
+    the run with TrainingDiverged before anything non-finite is saved; the
+    floating-point warnings on the way there are silenced, since these checks
+    report the problem once and clearly.
     """
     memory.keep_freed_memory()                      # no page-fault storm per step (memory.py)
     params, opt, rng = run["params"], run["opt"], run["rng"]
     config, s = run["config"], run["settings"]
     validate.model_params(params, config)           # once: the steps below run unchecked
+    check_fits(dataset, config.context_len)
+    run.setdefault("last_checkpoint", None)
     end = s.steps if stop_after is None else min(s.steps, stop_after)
     tokens_per_step = s.batch_size * config.context_len
     start_time, start_step = time.perf_counter(), run["step"]
@@ -134,15 +136,12 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
         x, y = get_batch(dataset.train, s.batch_size, config.context_len, rng)   # (B,T), (B,T)
         loss, _, cache = model.forward(params, config, x, y, check=False)
         if not math.isfinite(loss):
-            where = f"the last good checkpoint is in {out_dir!r}" if out_dir else "no checkpoint was kept"
-            raise TrainingDiverged(f"loss became {loss} at step {step + 1}: training stopped; {where}. "
-                                   f"Try a lower learning rate (now {s.lr}).")
+            raise TrainingDiverged(diverged(run, f"the loss became {loss} at step {step + 1}", out_dir))
         grads = model.backward(cache)
         grad_norm = clip_grad_norm(grads, s.clip)
         if not math.isfinite(grad_norm):
-            raise TrainingDiverged(f"the gradient norm became {grad_norm} at step {step + 1}: training "
-                                   f"stopped before the update; the last checkpoint is the last good one. "
-                                   f"Try a lower learning rate (now {s.lr}).")
+            raise TrainingDiverged(diverged(run, f"the gradient norm became {grad_norm} at step {step + 1}",
+                                            out_dir))
         adamw_step(params, grads, opt, lr, weight_decay=s.weight_decay)
         run["step"] = step + 1
 
@@ -156,6 +155,10 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
             row["val_loss"] = evaluate(params, config, dataset.val, s)
             if done == s.steps:                                      # the end: the whole split
                 row["full_val_loss"] = evaluate(params, config, dataset.val, s, full=True)
+            bad = [k for k in ("val_loss", "full_val_loss") if k in row and not math.isfinite(row[k])]
+            bad += [k for k, p in params.items() if not np.isfinite(p).all()][:1]
+            if bad:                                                  # never checkpoint a diverged run
+                raise TrainingDiverged(diverged(run, f"{bad[0]} became non-finite at step {done}", out_dir))
             run["metrics"].append(row)
             if out_dir is not None:
                 checkpoint.save(out_dir, run)
@@ -165,6 +168,14 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
             if done % log_every == 0:
                 log(progress_line(done, s.steps, float(loss), None, tok_per_s, eta))
     return run
+
+
+def diverged(run, what, out_dir):
+    """The divergence message: what happened, where the last good checkpoint is (if any)."""
+    last = run.get("last_checkpoint")
+    where = (f"; the last good checkpoint (step {last['step']}) is in {last['folder']!r}" if last
+             else "; no checkpoint was written before it" if out_dir is not None else "")
+    return f"{what}: training stopped{where}. Try a lower learning rate (now {run['settings'].lr})."
 
 
 def fast_mode():

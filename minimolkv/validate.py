@@ -444,3 +444,62 @@ def generate_args(params, config, prompt, n_tokens, temperature, top_k, luts):
     positive_int(top_k, "top_k", allow_none=True)
     model_params(params, config)
     model_luts(config, luts)
+
+
+# ----------------------------------------------------------------------------
+# training: settings, the data spec, a checkpoint's optimizer state
+# ----------------------------------------------------------------------------
+
+def _number(value, name, allowed, ok):
+    """A real number (not bool) for which ok(value) holds; `allowed` says which in the message."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or not ok(value):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def settings(s):
+    """train.Settings: counts >= 1, lr and clip finite > 0, min_lr_ratio in [0, 1],
+    weight_decay finite >= 0, warmup an integer >= 0, a float dtype."""
+    for name in ("steps", "batch_size", "eval_every", "eval_batches"):
+        positive_int(getattr(s, name), name)
+    for name in ("lr", "clip"):
+        _number(getattr(s, name), name, "a finite number > 0", lambda v: v > 0)
+    _number(s.min_lr_ratio, "min_lr_ratio", "a number in [0, 1]", lambda v: 0 <= v <= 1)
+    _number(s.weight_decay, "weight_decay", "a finite number >= 0", lambda v: v >= 0)
+    if isinstance(s.warmup, bool) or not isinstance(s.warmup, (int, np.integer)) or s.warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0, got {s.warmup!r}")
+    if isinstance(s.seed, bool) or not isinstance(s.seed, (int, np.integer)) or s.seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {s.seed!r}")
+    one_of(s.dtype, "dtype", ("float32", "float64"))
+
+
+def data_spec(d):
+    """data.DataSpec: a name (str), a tokenizer 'bpe' or 'byte', vocab_size >= 1, seed >= 0."""
+    if not isinstance(d.name, str) or not d.name:
+        raise ValueError(f"the data name must be 'shakespeare', 'stdlib', 'synthetic' or a path, got {d.name!r}")
+    one_of(d.tokenizer, "tokenizer", ("bpe", "byte"))
+    positive_int(d.vocab_size, "vocab_size")
+    if isinstance(d.seed, bool) or not isinstance(d.seed, (int, np.integer)) or d.seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {d.seed!r}")
+
+
+def optimizer_state(opt, params, step):
+    """A checkpoint's AdamW state must fit its parameters: one first and one second
+    moment per parameter, each of its shape and dtype, second moments >= 0, and one
+    AdamW step per training step (t == step)."""
+    for moment in ("m", "v"):
+        if set(opt[moment]) != set(params):
+            missing, extra = sorted(set(params) - set(opt[moment])), sorted(set(opt[moment]) - set(params))
+            raise ValueError(f"the AdamW state does not fit the parameters: adamw.{moment} "
+                             + (f"lacks {missing}" if missing else f"has extra {extra}")
+                             + f"; it must hold one array per parameter, named like them")
+        for name, a in opt[moment].items():
+            if a.shape != params[name].shape or a.dtype != params[name].dtype:
+                raise ValueError(f"adamw.{moment}.{name} has shape {a.shape} dtype {a.dtype}; it must match "
+                                 f"params.{name}, shape {params[name].shape} dtype {params[name].dtype}")
+    negative = [name for name, v in opt["v"].items() if (v < 0).any()]
+    if negative:
+        raise ValueError(f"adamw.v.{negative[0]} holds negative values; second moments are >= 0")
+    if opt["t"] != step:
+        raise ValueError(f"adamw.t = {opt['t']} but the checkpoint is at step {step}; "
+                         "AdamW takes one step per training step")

@@ -26,3 +26,41 @@ def test_unknown_check_and_bad_argument_exit_2(capsys):
 def test_help_lists_the_commands():
     proc = subprocess.run([sys.executable, "-m", "minimolkv", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "gradcheck" in proc.stdout
+
+
+def test_info_counts_any_size_without_allocating(capsys):
+    assert main(["info", "--d-model", "100000000", "--n-heads", "1", "--vocab-size", "100000"]) == 0
+    out = capsys.readouterr().out
+    assert "D=100000000" in out and "trained parameters" in out
+
+
+def test_memory_estimate_is_close_to_a_measured_train_step():
+    """memory.activation_bytes against tracemalloc's peak of one forward + backward."""
+    import tracemalloc
+
+    import numpy as np
+
+    from minimolkv import memory, model
+    for kind in ("dense", "molkv"):
+        config = model.Config(kind=kind, vocab_size=128, context_len=32, d_model=32, n_heads=2, d_ff=64,
+                              d_expert=32)
+        params = model.init(config)
+        ids = np.random.default_rng(0).integers(0, 128, (8, 32))
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        _, _, cache = model.forward(params, config, ids, ids)
+        grads = model.backward(cache)
+        del cache, grads
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+        estimate = sum(memory.activation_bytes(config, 8, 4).values())
+        assert 0.9 < estimate / peak < 1.6, (kind, estimate, peak)
+    assert memory.ram_bytes() is None or memory.ram_bytes() > 2 ** 26
+
+
+def test_d_ff_zero_means_no_dense_ffn(tmp_path, capsys):
+    args = ["train", "--kind", "mole", "--d-ff", "0", "--data", "synthetic", "--vocab", "64", "--steps", "2",
+            "--eval-every", "2", "--context-len", "8", "--d-model", "16", "--n-layers", "1", "--n-heads", "2",
+            "--d-expert", "16", "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert "d_ff=0" in capsys.readouterr().out

@@ -70,6 +70,25 @@ def test_greedy_generate_equals_full_reforwards(kind):
     np.testing.assert_array_equal(fast, slow)
 
 
+def test_a_temperature_so_small_it_overflows_picks_the_argmax():
+    import warnings
+
+    from minimolkv.generate import sample
+    logits = np.array([[0.5, 3.0, -1.0, 2.0], [-2.0, -1.0, -3.0, -0.5]])
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                      # and no overflow warning
+        np.testing.assert_array_equal(sample(logits, 1e-320, None, rng), [1, 3])
+        np.testing.assert_array_equal(sample(logits, 1e-300, 2, rng), [1, 3])
+
+
+def test_generate_calls_on_token_with_every_new_token():
+    config, params, _, _ = model_setup("mole")
+    seen = []
+    out = generate(params, config, np.array([1, 2]), 40, temperature=0.7, seed=1, on_token=seen.append)
+    assert np.array_equal(np.concatenate(seen), out[2:])   # past the context: it slides, still streams
+
+
 def test_seeded_sampling_is_reproducible_and_one_dim_prompts_work():
     config, params, _, _ = model_setup("molkv")
     a = generate(params, config, np.array([1, 2]), 6, temperature=1.0, top_k=5, seed=3)

@@ -36,6 +36,26 @@ def test_softmax_masked_rows_and_huge_scores_stay_finite():
     assert np.all(np.isfinite(dx))
 
 
+def test_an_infinite_score_takes_the_limit():
+    p, _ = ops.softmax_forward(np.array([np.inf, 0.0, -np.inf]))
+    np.testing.assert_array_equal(p, [1.0, 0.0, 0.0])      # not [nan, 0, 0]
+    p, _ = ops.softmax_forward(np.array([[np.inf, np.inf, 0.0], [1.0, 0.0, -np.inf]]))
+    np.testing.assert_allclose(p, [[0.5, 0.5, 0.0], [np.e / (np.e + 1), 1 / (np.e + 1), 0.0]])
+    logits = np.array([[np.inf, 0.0, -np.inf]])
+    loss, _ = ops.cross_entropy_forward(logits, np.array([0]))
+    assert loss == 0.0                                      # a +inf target logit costs nothing, not NaN
+    loss, _ = ops.cross_entropy_forward(logits, np.array([1]))
+    assert loss == np.inf                                   # any other target: certain to be wrong
+
+
+def test_cross_entropy_refuses_targets_outside_the_classes():
+    for bad in (-1, 3):                                     # -1 would wrap to the last class
+        with pytest.raises(ValueError, match=f"targets holds token id {bad}, outside the vocabulary \\[0, 3\\)"):
+            ops.cross_entropy_forward(np.zeros((2, 3)), np.array([0, bad]))
+    with pytest.raises(TypeError, match="integers"):
+        ops.cross_entropy_forward(np.zeros((2, 3)), np.array([0.0, 1.0]))
+
+
 def test_rmsnorm_matches_a_per_token_loop():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, 4))

@@ -85,9 +85,13 @@ def test_object_arrays_and_truncated_checkpoints_are_refused(tmp_path):
 
     npz.write_bytes(good)
     meta = json.loads((tmp_path / "config.json").read_text())
-    meta["step"] = 99
+    meta["step"] = 99                                      # a copy at another step (a kill between writes):
     (tmp_path / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="do not belong together"):
+    assert checkpoint.load(tmp_path)["step"] == 2          # ignored, checkpoint.npz alone is the checkpoint
+    meta["step"] = 2
+    meta["model"]["n_heads"] = 4                           # an edit no shape reveals: refused
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"config.json was edited \(model.n_heads: 4 in config.json, 2 in"):
         checkpoint.load(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
         checkpoint.load(tmp_path / "nowhere")
@@ -119,8 +123,12 @@ def test_train_and_sample_commands_end_to_end(tmp_path, capsys):
     assert "lookup tables" in text and "per token" in text
     tables = [p for p in out.iterdir() if p.name.startswith("luts-")]
     assert len(tables) == 1 and sorted(q.name for q in tables[0].iterdir())[0] == "layers.0.molkv.k.npy"
-    # another run into the same folder must not decode from the first run's tables
-    assert main(args[:-4] + ["--seed", "1", "--out", str(out)] ) == 0
+    # another run into the same folder is refused (it would clobber the first) ...
+    with pytest.raises(SystemExit) as refused:
+        main(args[:-4] + ["--seed", "1", "--out", str(out)])
+    assert refused.value.code == 2 and "already holds a run (step 6)" in capsys.readouterr().err
+    # ... unless asked to, and must not decode from the first run's tables
+    assert main(args[:-4] + ["--seed", "1", "--out", str(out), "--overwrite"]) == 0
     assert main(["sample", "--checkpoint", str(out), "--tokens", "5", "--temperature", "0"]) == 0
     newer = [p for p in out.iterdir() if p.name.startswith("luts-")]
     assert len(newer) == 1 and newer != tables                   # rebuilt, the stale ones removed

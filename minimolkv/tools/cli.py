@@ -2,9 +2,14 @@
 
 Each command is a small function here that parses nothing itself and calls
 into the package; the work lives in the modules.
+
+Exit codes: 0 done; 1 a gradient check failed; 2 a refused input -- one line on
+stderr naming the option and what is allowed, checked before any work where it
+can be (sizes against the machine's RAM, --out, the data); 130 Ctrl-C.
 """
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -30,6 +35,17 @@ def non_negative_int(text):
 def non_negative_float(text):
     """argparse type: a finite number >= 0."""
     return _number(text, float, 0)
+
+
+def positive_float(text):
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be > 0 and finite, got {text}")
+    return value
 
 
 def _number(text, kind, low):
@@ -91,15 +107,16 @@ def add_config_args(p, with_kind=True, with_vocab=True):
     from minimolkv.model import KINDS, Config
     from minimolkv.molkv import VARIANTS
     if with_kind:
-        p.add_argument("--kind", choices=KINDS, default="molkv", help="expert kind (default molkv)")
+        p.add_argument("--kind", choices=KINDS, default=None, help="expert kind (default molkv)")
         p.add_argument("--variant", choices=VARIANTS, default=None,
                        help="MoLKV formulation (default joint; docs/design.md)")
     defaults = Config()
     for name in CONFIG_ARGS:
         if name == "vocab_size" and not with_vocab:
             continue
-        p.add_argument("--" + name.replace("_", "-"), type=positive_int, default=None, metavar="N",
-                       help=f"default {getattr(defaults, name)}")
+        zero = " (0: no dense FFN)" if name == "d_ff" else ""
+        p.add_argument("--" + name.replace("_", "-"), type=non_negative_int if zero else positive_int,
+                       default=None, metavar="N", help=f"default {getattr(defaults, name)}{zero}")
 
 
 def compare_entries():
@@ -118,15 +135,15 @@ def add_training_args(p):
     """Data and optimisation options shared by train and compare."""
     from minimolkv.train import Settings
     d = Settings()
-    p.add_argument("--data", default="shakespeare", metavar="shakespeare|stdlib|synthetic|PATH",
+    p.add_argument("--data", default=None, metavar="shakespeare|stdlib|synthetic|PATH",
                    help="Shakespeare's plays (default), the stdlib's docstrings, the synthetic context task "
                         "(an endless stream), or a UTF-8 text file")
-    p.add_argument("--tokenizer", choices=("bpe", "byte"), default="bpe", help="for text data (default bpe)")
-    p.add_argument("--vocab", type=positive_int, default=512, metavar="V",
+    p.add_argument("--tokenizer", choices=("bpe", "byte"), default=None, help="for text data (default bpe)")
+    p.add_argument("--vocab", type=positive_int, default=None, metavar="V",
                    help="BPE vocabulary size; for synthetic data the number of token ids (default 512)")
     p.add_argument("--steps", type=positive_int, default=None, metavar="N", help=f"total steps per run (default {d.steps})")
     p.add_argument("--batch-size", type=positive_int, default=None, metavar="B", help=f"default {d.batch_size}")
-    p.add_argument("--lr", type=non_negative_float, default=None, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--lr", type=positive_float, default=None, help=f"peak learning rate (default {d.lr})")
     p.add_argument("--eval-every", type=positive_int, default=None, metavar="K",
                    help=f"validate (and checkpoint) every K steps (default {d.eval_every})")
 
@@ -163,6 +180,86 @@ def cmd_info(args):
 # train and sample
 # ----------------------------------------------------------------------------
 
+PROG = "python -m minimolkv"
+MAX_SAMPLE_TOKENS = 1_000_000           # sample --tokens: minutes of decoding, a few MiB of ids
+
+
+def fail(args, message):
+    """One line on stderr naming the command, exit code 2 (as argparse does for bad options)."""
+    args.parser.error(message)
+
+
+def check_out(args, out, resume=None):
+    """--out must be a folder we can write, and must not hold another run unless --overwrite
+    (two runs of different sizes would clobber each other). Checked before any work."""
+    from minimolkv import checkpoint
+    from minimolkv.files import writable_folder
+    if resume is None or os.path.abspath(out) != os.path.abspath(resume):
+        step = checkpoint.holds_run(out) if os.path.isdir(out) else None
+        if step is not None and not args.overwrite:
+            fail(args, f"--out {out!r} already holds a run (step {step}); continue it with --resume {out}, "
+                       "choose another --out, or add --overwrite to replace it")
+    try:
+        writable_folder(out, "--out")
+    except ValueError as err:
+        fail(args, str(err))
+
+
+def clear_old_run(folder):
+    """--overwrite: remove the files of the run in `folder` (only those train and sample
+    write), so the folder never mixes two runs."""
+    import shutil
+
+    from minimolkv import checkpoint
+    for name in checkpoint.FILES + ("loss.png",):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            os.remove(path)
+    for entry in os.listdir(folder):
+        if checkpoint.is_tables_dir(os.path.join(folder, entry)):
+            shutil.rmtree(os.path.join(folder, entry))
+
+
+def check_memory(args, config, batch_size, dtype):
+    """Refuse, with the estimate and the machine's RAM, a run that cannot fit in memory."""
+    import numpy as np
+
+    from minimolkv import memory
+    try:
+        memory.check_fits(config, batch_size, np.dtype(dtype).itemsize)
+    except ValueError as err:
+        fail(args, str(err))
+
+
+def load_data(args, spec, context_len):
+    """The dataset of `spec`, checked to hold a window of context_len; problems exit 2."""
+    from minimolkv.data import check_fits
+    try:
+        dataset = spec.load()
+    except (FileNotFoundError, ValueError, UnicodeDecodeError) as err:
+        fail(args, f"--data {spec.name}: {err}")
+    try:
+        check_fits(dataset, context_len)
+    except ValueError as err:
+        fail(args, str(err))
+    return dataset
+
+
+def data_spec(args):
+    from minimolkv import train
+    try:
+        return train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab,
+                              seed=getattr(args, "seed", None) or 0)
+    except (TypeError, ValueError) as err:
+        fail(args, f"--data: {err}")
+
+
+def largest_vocab(args):
+    """The vocabulary the data can have, before loading it: BPE and synthetic data have at
+    most --vocab ids, bytes 256. Used to refuse sizes that cannot fit before any work."""
+    return 256 if args.tokenizer == "byte" and args.data != "synthetic" else args.vocab
+
+
 def cmd_train(args):
     import dataclasses
 
@@ -171,39 +268,41 @@ def cmd_train(args):
     from minimolkv.tools import plots
 
     if args.resume:
-        changed = [k for k in vars(args) if k not in ("resume", "steps", "out", "func", "parser", "command", "argv")
-                   and getattr(args, k) != args.parser.get_default(k)]
-        if changed:
-            args.parser.error(f"--resume continues the run as it was saved: drop --{changed[0].replace('_', '-')} "
-                              "(only --steps and --out go with --resume)")
+        extra = sorted(args.given - {"resume", "steps", "out", "overwrite"})
+        if extra:
+            fail(args, f"--resume continues the run as it was saved: drop --{extra[0].replace('_', '-')} "
+                       "(only --steps, --out and --overwrite go with --resume)")
         try:
             run = checkpoint.load(args.resume)
         except (FileNotFoundError, ValueError) as err:
-            args.parser.error(str(err))
+            fail(args, str(err))
         if args.steps is not None:
             if args.steps < run["step"]:
-                args.parser.error(f"--steps {args.steps} is behind the checkpoint (step {run['step']})")
+                fail(args, f"--steps {args.steps} is behind the checkpoint (step {run['step']}); "
+                           f"give --steps >= {run['step']}")
             run["settings"] = dataclasses.replace(run["settings"], steps=args.steps)
         out = args.out or args.resume
+        check_memory(args, run["config"], run["settings"].batch_size, run["settings"].dtype)
+        check_out(args, out, resume=args.resume)
         print(f"Resuming {args.resume} at step {run['step']} -> {run['settings'].steps}")
+        dataset = load_data(args, run["data"], run["config"].context_len)
         try:
-            dataset = run["data"].load()
             checkpoint.check_same_tokenizer(run, dataset)
-        except (FileNotFoundError, ValueError, UnicodeDecodeError) as err:
-            args.parser.error(str(err))
+        except ValueError as err:
+            fail(args, str(err))
     else:
         settings = settings_from_args(args)                      # bad options fail before any work
-        config_from_args(args, args.parser)
-        spec = train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab,
-                              seed=args.seed or 0)
+        largest = config_from_args(args, args.parser, vocab_size=largest_vocab(args))
+        check_memory(args, largest, settings.batch_size, settings.dtype)
+        spec = data_spec(args)
+        out = args.out or os.path.join("runs", f"{args.kind}-{os.path.basename(str(args.data))}")
+        check_out(args, out)
         print(f"Loading data: {args.data} ...", flush=True)
-        try:
-            dataset = spec.load()
-        except (FileNotFoundError, ValueError, UnicodeDecodeError) as err:
-            args.parser.error(str(err))
+        dataset = load_data(args, spec, largest.context_len)
         config = config_from_args(args, args.parser, vocab_size=dataset.tokenizer.vocab_size)
         run = train.new_run(config, settings, spec, dataset)
-        out = args.out or os.path.join("runs", f"{config.kind}-{os.path.basename(str(args.data))}")
+    if args.overwrite and not (args.resume and os.path.abspath(out) == os.path.abspath(args.resume)):
+        clear_old_run(out)                                       # every check passed: now replace it
     print(dataset.description)
     print(format_counts(run["config"]))
     print(f"Training {run['settings'].steps} steps of {run['settings'].batch_size} x "
@@ -211,8 +310,11 @@ def cmd_train(args):
     try:
         train.train(run, dataset, out_dir=out, log=lambda line: print(line, flush=True))
     except train.TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        print(f"{PROG} train: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted(run, out), file=sys.stderr)
+        return 130
     plot = os.path.join(out, "loss.png")
     plots.loss_curves({run["config"].kind: run["metrics"]}, path=plot,
                       title=f"{run['config'].kind} on {run['data'].name}")
@@ -223,51 +325,93 @@ def cmd_train(args):
     whole = "" if whole is None else f", {whole:.3f} on the whole validation split"
     print(f"\nFinal validation loss {final['val_loss']:.3f}{whole}, after {run['step']} steps "
           f"({seen}; {final['elapsed_s']:.0f} s this session).")
-    text = sample_text(run, run["prompt"], 60, 0.8, out)
+    text, _ = sample_text(run, run["prompt"], 60, 0.8, out, log=lambda note: print(note, file=sys.stderr))
     print(f"\nSample (temperature 0.8):\n{text}\n")
-    print(f"Checkpoint: {out}/checkpoint.npz + config.json    Loss curve: {plot}")
+    print(f"Checkpoint: {out}/checkpoint.npz    Loss curve: {plot}")
     print(f"More samples: python -m minimolkv sample --checkpoint {out}")
     return 0
 
 
-def sample_text(run, prompt, n_tokens, temperature, folder, seed=0, top_k=None, report=False):
-    """Generate from a trained run, MoLE/MoLKV from lookup tables on disk (built once)."""
+def interrupted(run, out):
+    """The line Ctrl-C prints: where training stopped and how to go on. The folder is
+    read too: Ctrl-C may have come just after a save committed, before the run noted it."""
+    from minimolkv import checkpoint
+    last, steps = run.get("last_checkpoint"), run["settings"].steps
+    on_disk = checkpoint.holds_run(out)
+    if isinstance(on_disk, int) and (last is None or (os.path.abspath(last["folder"]), last["step"])
+                                     != (os.path.abspath(out), on_disk)):
+        last = {"folder": out, "step": on_disk, "steps": steps}        # this run's save, just committed
+    if last is None:
+        return (f"interrupted at step {run['step']}, before the first checkpoint (due at step "
+                f"{min(run['settings'].eval_every, steps)}); nothing was saved")
+    again = f"{PROG} train --resume {last['folder']}"
+    if last["steps"] != steps:                                          # resumed with a new --steps
+        again += f" --steps {steps}"
+    if os.path.abspath(last["folder"]) != os.path.abspath(out):
+        again += f" --out {out}"
+    return (f"interrupted at step {run['step']}; the last checkpoint (step {last['step']}) is in "
+            f"{last['folder']}; continue with: {again}")
+
+
+def sample_text(run, prompt, n_tokens, temperature, folder, seed=0, top_k=None, on_text=None, log=None):
+    """Generate from a trained run, MoLE/MoLKV from lookup tables on disk (built once).
+    -> (text, luts). on_text(piece) receives the text of each new token as it comes."""
     import numpy as np
 
     from minimolkv import checkpoint
-    from minimolkv.files import format_bytes
     from minimolkv.generate import generate
+    from minimolkv.tokenizer import text_pieces
 
     params, config, tok = run["params"], run["config"], run["tokenizer"]
-    luts = checkpoint.tables(folder, params, config)                       # {} for dense and moe
+    luts = checkpoint.tables(folder, params, config, log=log)              # {} for dense and moe
     prompt_ids = np.asarray(tok.encode(prompt), dtype=np.int64)             # generate slides past the context
+    on_token = None
+    if on_text is not None:
+        piece = text_pieces(tok)
+        on_text(tok.decode(prompt_ids))
+        on_token = lambda ids: on_text(piece(int(ids[0])))                  # noqa: E731
     ids = generate(params, config, prompt_ids, n_tokens, temperature=temperature, top_k=top_k,
-                   seed=seed, luts=luts or None)
-    if report and luts:
-        read = sum(t.bytes_read for t in luts.values())
-        tokens = next(iter(luts.values())).tokens_read
-        print(f"[lookup tables: {format_bytes(sum(t.nbytes for t in luts.values()))} on disk; read "
-              f"{format_bytes(read)} for {tokens} token lookups per layer, "
-              f"{format_bytes(read / max(tokens, 1))} per token]")
-    return tok.decode(ids)
+                   seed=seed, luts=luts or None, on_token=on_token)
+    if on_text is not None:
+        on_text(piece(None))
+    return tok.decode(ids), luts
 
 
 def cmd_sample(args):
     from minimolkv import checkpoint
+    from minimolkv.files import format_bytes
 
+    if args.tokens > MAX_SAMPLE_TOKENS:
+        fail(args, f"--tokens {args.tokens:,} is more than this command generates (at most "
+                   f"{MAX_SAMPLE_TOKENS:,}); use several runs with --seed")
     try:
         run = checkpoint.load(args.checkpoint)
     except (FileNotFoundError, ValueError) as err:
-        args.parser.error(str(err))
+        fail(args, str(err))
     prompt = run["prompt"] if args.prompt is None else args.prompt
     if not prompt.strip():
-        args.parser.error("--prompt is empty; give some text to continue (or leave --prompt out)")
+        fail(args, "--prompt is empty; give some text to continue (or leave --prompt out)")
     try:
-        text = sample_text(run, prompt, args.tokens, args.temperature, args.checkpoint, seed=args.seed,
-                           top_k=args.top_k, report=True)
+        run["tokenizer"].encode(prompt)
+    except (ValueError, TypeError) as err:
+        fail(args, f"--prompt cannot be encoded by this checkpoint's tokenizer: {err}")
+    show = lambda text: print(text, end="", flush=True)                      # noqa: E731  tokens as they come
+    try:
+        _, luts = sample_text(run, prompt, args.tokens, args.temperature, args.checkpoint, seed=args.seed,
+                              top_k=args.top_k, on_text=show, log=lambda note: print(note, file=sys.stderr))
     except (ValueError, TypeError, FileNotFoundError) as err:
-        args.parser.error(str(err))
-    print(text)
+        fail(args, str(err))
+    except KeyboardInterrupt:
+        print(flush=True)                                  # end the streamed line before main's note
+        raise
+    print()
+    if luts:
+        read = sum(t.bytes_read for t in luts.values())
+        tokens = next(iter(luts.values())).tokens_read
+        where = "on disk" if next(iter(luts.values())).on_disk else "in memory"
+        print(f"[lookup tables: {format_bytes(sum(t.nbytes for t in luts.values()))} {where}; read "
+              f"{format_bytes(read)} for {tokens} token lookups per layer, "
+              f"{format_bytes(read / max(tokens, 1))} per token]")
     return 0
 
 
@@ -276,12 +420,27 @@ def cmd_sample(args):
 # ----------------------------------------------------------------------------
 
 def cmd_compare(args):
+    import dataclasses
+
     from minimolkv import train
+    from minimolkv.files import writable_folder
     from minimolkv.tools import compare
 
     base = config_from_args(args, args.parser)
     settings = settings_from_args(args)
-    spec = train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab)
+    for entry in args.entries:                                   # every entry's config, before any work
+        try:
+            config = compare.config_for(entry, dataclasses.replace(base, vocab_size=largest_vocab(args)))
+        except (TypeError, ValueError) as err:
+            fail(args, f"the sizes given leave the entry {entry!r} invalid: {err}")
+        check_memory(args, config, settings.batch_size, settings.dtype)
+    for option, folder in (("--out", args.out), ("--save-params", args.save_params)):
+        if folder is not None:
+            try:
+                writable_folder(folder, option)
+            except ValueError as err:
+                fail(args, str(err))
+    spec = data_spec(args)
     seeds = list(range(args.seeds))
     print(f"Comparing {', '.join(args.entries)} on {args.data}: {settings.steps} steps, seeds {seeds}",
           flush=True)
@@ -290,8 +449,11 @@ def cmd_compare(args):
         runs, rows, curves, references = compare.compare(
             spec, base, settings, seeds, log=lambda line: print(line, flush=True), entries=args.entries,
             save_params=args.save_params)
-    except (FileNotFoundError, ValueError) as err:
-        args.parser.error(str(err))
+    except (FileNotFoundError, ValueError, UnicodeDecodeError) as err:
+        fail(args, str(err))
+    except train.TrainingDiverged as err:
+        print(f"{PROG} compare: error: {err}", file=sys.stderr)
+        return 2
     minutes = (time.perf_counter() - start) / 60
     title = f"{args.data}: {settings.steps} steps x {len(seeds)} seeds ({minutes:.1f} min)"
     command = "python -m minimolkv " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
@@ -350,6 +512,8 @@ def build_parser():
     p.add_argument("--seed", type=non_negative_int, default=None, help="default 0")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/<kind>-<data>)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run saved in DIR up to --steps")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (without it, train refuses to touch it)")
     p.set_defaults(func=cmd_train, parser=p)
 
     p = sub.add_parser("sample", help="generate text from a checkpoint (MoLE/MoLKV from lookup tables)",
@@ -357,7 +521,8 @@ def build_parser():
                                    "from lookup tables, built once and saved beside the checkpoint.")
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a folder written by train")
     p.add_argument("--prompt", default=None, help="text to continue (default: the start of the validation text)")
-    p.add_argument("--tokens", type=non_negative_int, default=100, metavar="N", help="tokens to generate (default 100)")
+    p.add_argument("--tokens", type=non_negative_int, default=100, metavar="N",
+                   help=f"tokens to generate, printed as they come (default 100, at most {MAX_SAMPLE_TOKENS:,})")
     p.add_argument("--temperature", type=non_negative_float, default=0.8, help="0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=positive_int, default=None, metavar="K", help="sample among the K most likely")
     p.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed (default 0)")
@@ -393,7 +558,14 @@ def build_parser():
     return parser
 
 
+# Defaults of the options that are None in the parser, so that `given` can tell an option
+# typed on the command line from one left out (train --resume refuses the former).
+DEFAULTS = {"kind": "molkv", "data": "shakespeare", "tokenizer": "bpe", "vocab": 512}
+
+
 def main(argv=None):
+    """Run one command. Every refused input is one line on stderr and exit code 2;
+    Ctrl-C is one line and exit code 130."""
     from minimolkv.memory import keep_freed_memory
     keep_freed_memory()                              # every command: no page-fault storms (memory.py)
     parser = build_parser()
@@ -402,7 +574,22 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return args.func(args)
+    args.given = {k for k, v in vars(args).items()                      # the options typed
+                  if v not in (None, False) and k not in ("func", "parser", "argv", "command")}
+    for name, value in DEFAULTS.items():
+        if getattr(args, name, "absent") is None:
+            setattr(args, name, value)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:                        # train prints its own line (where to resume)
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError as err:                       # the estimates refuse most of these up front
+        print(f"{PROG} {args.command}: error: out of memory ({err}); use smaller sizes", file=sys.stderr)
+        return 2
+    except BrokenPipeError:                          # e.g. `sample ... | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit either
+        return 0
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from minimolkv import corpora, train
-from minimolkv.data import eval_windows
+from minimolkv.data import check_fits, eval_windows
 from minimolkv.files import format_bytes
 from minimolkv.params import count_params
 
@@ -76,6 +76,7 @@ def compare(spec, base, settings, seeds, log=print, entries=ENTRIES, save_params
     save_params: a folder: each run's final parameters go there as <entry>-seed<k>.npz
     """
     dataset = spec.load()
+    check_fits(dataset, base.context_len)
     base = dataclasses.replace(base, vocab_size=dataset.tokenizer.vocab_size)
     log(dataset.description)
     references = reference_losses(spec, dataset, base.context_len)
@@ -89,7 +90,10 @@ def compare(spec, base, settings, seeds, log=print, entries=ENTRIES, save_params
             log(f"-- {entry}, seed {seed}")
             start = time.perf_counter()
             run = train.new_run(config, dataclasses.replace(settings, seed=seed), spec, dataset)
-            train.train(run, dataset, log=lambda line: log("   " + line), log_every=10 ** 9)
+            try:
+                train.train(run, dataset, log=lambda line: log("   " + line), log_every=10 ** 9)
+            except train.TrainingDiverged as err:
+                raise train.TrainingDiverged(f"{entry}, seed {seed}: {err}") from None
             final = run["metrics"][-1]
             curves[entry].append([(r["step"], r["val_loss"]) for r in run["metrics"] if r["val_loss"] is not None])
             runs.append({"entry": entry, "seed": seed, "final_val_loss": final["full_val_loss"],

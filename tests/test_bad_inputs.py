@@ -1,0 +1,395 @@
+"""One table of bad inputs, for the command line and the API.
+
+Every row is an input a user (or a damaged file) can give. On the command line
+it must end with exit code 2 (130 for Ctrl-C), one line on stderr, no
+traceback; through the API, with a ValueError/TypeError/FileNotFoundError.
+Either way the message names the argument and says what is allowed: each row
+lists the words its message must hold.
+
+Command-line rows run main() in-process (a subprocess per row would cost a
+second each); a traceback there is an uncaught exception, which the helper
+turns into text holding "Traceback". tests/test_checkpoint.py sends real
+signals to real processes.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import stat
+import tempfile
+import traceback
+import zipfile
+
+import numpy as np
+import pytest
+
+from minimolkv import checkpoint, data, generate, memory, model, ops, train
+from minimolkv.__main__ import main
+from minimolkv.tokenizer import BPETokenizer, tokenizer_from_dict
+
+TINY = ["--context-len", "16", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--d-ff", "32",
+        "--d-expert", "16", "--d-key", "4"]
+SYN = ["--data", "synthetic", "--vocab", "64", *TINY]
+TRAIN = ["train", *SYN, "--steps", "4", "--eval-every", "2"]
+ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
+
+
+@dataclasses.dataclass
+class Bad:
+    id: str
+    run: object            # CLI: a list of strings ({good}: a fresh copy of a trained run, {tmp}: a folder);
+                           # API: a function (tmp, good) -> (it must raise)
+    says: tuple            # words the message must hold: the argument, what is allowed
+    prepare: object = None  # prepare(tmp, good, monkeypatch), before the run
+    code: int = 2
+
+
+# ----------------------------------------------------------------------------
+# ways to damage a copy of a good checkpoint
+# ----------------------------------------------------------------------------
+
+def rewrite(folder, arrays=None, meta=None, raw=None, text=None):
+    """Rewrite folder/checkpoint.npz with arrays(a) / meta(m) / text(json text) applied (or
+    the metadata bytes `raw`); config.json, the copy for people, is removed so only the
+    change counts."""
+    with np.load(folder / "checkpoint.npz") as z:
+        a = {k: z[k] for k in z.files}
+    m = json.loads(a["config.json"].tobytes())
+    if arrays:
+        arrays(a)
+    if meta:
+        meta(m)
+    if text:
+        raw = text(json.dumps(m)).encode()
+    a["config.json"] = np.frombuffer(raw if raw is not None else json.dumps(m).encode(), dtype=np.uint8)
+    np.savez(folder / "checkpoint.npz", **a)
+    (folder / "config.json").unlink()
+
+
+def edit_copy(folder, change):
+    m = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(change(m)))
+
+
+def lying_header(folder):
+    """An .npy member whose header claims (10**12, 1000) float32s (3.6 TiB) over 16 bytes."""
+    with np.load(folder / "checkpoint.npz") as z:
+        a = {k: z[k] for k in z.files}
+    with zipfile.ZipFile(folder / "checkpoint.npz", "w") as zf:
+        for k, v in a.items():
+            with zf.open(k + ".npy", "w") as f:
+                if k == "params.ln_f":
+                    np.lib.format.write_array_header_1_0(
+                        f, {"descr": "<f4", "fortran_order": False, "shape": (10 ** 12, 1000)})
+                    f.write(b"\0" * 16)
+                else:
+                    np.lib.format.write_array(f, v)
+
+
+def compressed(folder):
+    with np.load(folder / "checkpoint.npz") as z:
+        a = {k: z[k] for k in z.files}
+    np.savez_compressed(folder / "checkpoint.npz", **a)
+
+
+def object_array(a):
+    a["params.evil"] = np.array([{"a": 1}], dtype=object)
+
+
+def set_item(key, value):
+    return lambda d: d.__setitem__(key, value)
+
+
+def luts_in_the_way(folder):
+    run = checkpoint.load(folder)
+    tables = folder / ("luts-" + checkpoint.fingerprint(run["params"]))
+    shutil.rmtree(tables, ignore_errors=True)                  # (train's sample built them)
+    tables.write_text("not a folder")
+
+
+def nan_in_a_table(folder):
+    run = checkpoint.load(folder)
+    luts = checkpoint.tables(folder, run["params"], run["config"])
+    path = next(folder.glob("luts-*")) / (next(iter(luts)) + ".npy")
+    table = np.load(path)
+    table[3, 1, 2] = np.nan
+    np.save(path, table)
+
+
+def read_only_out(tmp, good, monkeypatch):
+    folder = tmp / "ro"
+    folder.mkdir()
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    if ROOT:                                              # root writes anywhere: pretend it cannot
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+
+
+def interrupt_at_batch(k):
+    """Ctrl-C during the k-th batch (steps 1..k-1 are done)."""
+    def prepare(tmp, good, monkeypatch):
+        calls = []
+        real = train.get_batch
+
+        def get_batch(*args):
+            calls.append(1)
+            if len(calls) == k:
+                raise KeyboardInterrupt
+            return real(*args)
+        monkeypatch.setattr(train, "get_batch", get_batch)
+    return prepare
+
+
+def write(name, content):
+    def prepare(tmp, good, monkeypatch):
+        (tmp / name).write_bytes(content)
+    return prepare
+
+
+def fifo(tmp, good, monkeypatch):
+    os.mkfifo(tmp / "fifo")
+
+
+def api(fn):
+    return fn
+
+
+CASES = [
+    # --- train: data ---------------------------------------------------------------------------
+    Bad("data shorter than the context", ["train", "--data", "{tmp}/three.txt", "--tokenizer", "byte", *TINY,
+                                          "--out", "{tmp}/o"],
+        ("training part", "2 tokens", "context_len + 1 = 17", "--context-len"), write("three.txt", b"abc")),
+    Bad("validation part shorter than the context", ["train", "--data", "{tmp}/t.txt", "--tokenizer", "byte", *TINY,
+                                                     "--out", "{tmp}/o"],
+        ("validation part", "context_len + 1 = 17", "--context-len"), write("t.txt", b"x" * 100)),
+    Bad("data a missing file", ["train", *TINY, "--data", "{tmp}/missing.txt", "--out", "{tmp}/o"],
+        ("--data", "no file", "'shakespeare', 'stdlib', 'synthetic'")),
+    Bad("data a FIFO", ["train", *TINY, "--data", "{tmp}/fifo", "--out", "{tmp}/o"],
+        ("--data", "not a regular file", "UTF-8 text file"), fifo),
+    Bad("data not UTF-8", ["train", *TINY, "--data", "{tmp}/l.txt", "--out", "{tmp}/o"],
+        ("--data", "not UTF-8", "convert the file to UTF-8"), write("l.txt", "caf\xe9 " .encode("latin-1") * 50)),
+    Bad("data an empty name", ["train", *TINY, "--data", "", "--out", "{tmp}/o"],
+        ("--data", "'shakespeare', 'stdlib', 'synthetic' or a path")),
+    Bad("vocab below the synthetic task's", ["train", "--data", "synthetic", "--vocab", "10", *TINY, "--out", "{tmp}/o"],
+        ("--data", "vocab_size must be >= 21")),
+    # --- train: options ------------------------------------------------------------------------
+    Bad("lr zero", [*TRAIN, "--lr", "0", "--out", "{tmp}/o"], ("--lr", "> 0 and finite")),
+    Bad("lr infinite", [*TRAIN, "--lr", "inf", "--out", "{tmp}/o"], ("--lr", "> 0 and finite", "got inf")),
+    Bad("lr NaN", [*TRAIN, "--lr", "nan", "--out", "{tmp}/o"], ("--lr", "finite")),
+    Bad("steps zero", [*TRAIN, "--steps", "0", "--out", "{tmp}/o"], ("--steps", ">= 1")),
+    Bad("d-ff negative", [*TRAIN, "--d-ff", "-1", "--out", "{tmp}/o"], ("--d-ff", ">= 0")),
+    Bad("heads not dividing d_model", [*TRAIN, "--n-heads", "3", "--out", "{tmp}/o"], ("n_heads=3", "divide d_model")),
+    Bad("lr so large the run diverges", [*TRAIN, "--lr", "1e300", "--out", "{tmp}/o"],
+        ("became", "no checkpoint was written", "lower learning rate")),
+    # --- train: memory -------------------------------------------------------------------------
+    Bad("batch too large for memory", [*TRAIN, "--vocab", "100000", "--batch-size", "1000000000", "--out", "{tmp}/o"],
+        ("batch_size=1000000000", "of memory", "of RAM", "smaller sizes")),
+    Bad("context too large for memory", [*TRAIN, "--context-len", "50000", "--out", "{tmp}/o"],
+        ("context_len=50000", "(B,T,T,N) MoLKV scores", "of RAM")),
+    Bad("d_model too large for memory", [*TRAIN, "--d-model", "100000000", "--n-heads", "1", "--out", "{tmp}/o"],
+        ("d_model=100000000", "of RAM")),
+    # --- train: --out --------------------------------------------------------------------------
+    Bad("out a regular file", [*TRAIN, "--out", "{tmp}/f"], ("--out", "is a file", "give a folder"),
+        write("f", b"x")),
+    Bad("out inside a regular file", [*TRAIN, "--out", "{tmp}/f/sub"], ("--out", "cannot be written", "Not a directory"),
+        write("f", b"x")),
+    Bad("out read-only", [*TRAIN, "--out", "{tmp}/ro"], ("--out", "cannot be written", "Permission denied"),
+        read_only_out),
+    Bad("out holds another run", [*TRAIN, "--out", "{good}"], ("--out", "already holds a run (step 4)", "--resume",
+                                                               "--overwrite")),
+    # --- train --resume ------------------------------------------------------------------------
+    Bad("resume with an explicit default kind", ["train", "--resume", "{good}", "--kind", "molkv"],
+        ("drop --kind", "only --steps, --out and --overwrite")),
+    Bad("resume with the default data named", ["train", "--resume", "{good}", "--data", "shakespeare"],
+        ("drop --data", "only --steps")),
+    Bad("resume with steps behind it", ["train", "--resume", "{good}", "--steps", "2"],
+        ("--steps 2 is behind the checkpoint (step 4)", ">= 4")),
+    Bad("resume from nowhere", ["train", "--resume", "{tmp}/nowhere"], ("not a checkpoint folder", "does not exist")),
+    Bad("resume into another run", ["train", "--resume", "{good}", "--out", "{tmp}/other", "--steps", "6"],
+        ("--out", "already holds a run", "--overwrite"),
+        lambda tmp, good, mp: shutil.copytree(good, tmp / "other")),
+    # --- Ctrl-C ----------------------------------------------------------------------------------
+    Bad("ctrl-c after a checkpoint", [*TRAIN, "--out", "{tmp}/o"],
+        ("interrupted at step 3", "the last checkpoint (step 2)", "continue with: python -m minimolkv train --resume"),
+        interrupt_at_batch(4), code=130),
+    Bad("ctrl-c before any checkpoint", [*TRAIN, "--out", "{tmp}/o"],
+        ("interrupted at step 0", "first checkpoint (due at step 2)", "nothing was saved"),
+        interrupt_at_batch(1), code=130),
+    Bad("ctrl-c in a resumed run going further", ["train", "--resume", "{good}", "--steps", "10"],
+        ("interrupted at step 4", "(step 4) is in", "--resume", "--steps 10"), interrupt_at_batch(1), code=130),
+    Bad("ctrl-c in a run resumed elsewhere", ["train", "--resume", "{good}", "--steps", "10", "--out", "{tmp}/b"],
+        ("(step 4) is in", "--steps 10 --out"), interrupt_at_batch(1), code=130),
+    # --- sample ----------------------------------------------------------------------------------
+    Bad("tokens beyond the limit", ["sample", "--checkpoint", "{good}", "--tokens", "10000000000000"],
+        ("--tokens", "at most 1,000,000")),
+    Bad("temperature negative", ["sample", "--checkpoint", "{good}", "--temperature", "-1"],
+        ("--temperature", ">= 0")),
+    Bad("prompt empty", ["sample", "--checkpoint", "{good}", "--prompt", "  "], ("--prompt", "empty")),
+    Bad("prompt not in the vocabulary", ["sample", "--checkpoint", "{good}", "--prompt", "hello"],
+        ("--prompt", "'hello'", "not a token name")),
+    Bad("checkpoint missing", ["sample", "--checkpoint", "{tmp}"], ("not a checkpoint folder", "no checkpoint.npz")),
+    Bad("lookup-table folder in the way", ["sample", "--checkpoint", "{good}"], ("luts-", "in the way", "move it"),
+        lambda tmp, good, mp: luts_in_the_way(good)),
+    Bad("NaN in a lookup table", ["sample", "--checkpoint", "{good}"], (".npy", "NaN", "delete", "rebuilt"),
+        lambda tmp, good, mp: nan_in_a_table(good)),
+    # --- damaged, edited or hostile checkpoints (sample loads them like train --resume) -----------
+    *[Bad(f"checkpoint: {name}", ["sample", "--checkpoint", "{good}", "--tokens", "2"], says,
+          (lambda damage: lambda tmp, good, mp: damage(good))(damage)) for name, damage, says in [
+        ("truncated", lambda g: (g / "checkpoint.npz").write_bytes((g / "checkpoint.npz").read_bytes()[:999]),
+         ("checkpoint.npz is damaged or truncated",)),
+        ("an object array", lambda g: rewrite(g, arrays=object_array),
+         ("object array", "never unpickled")),
+        ("a header claiming 3.6 TiB", lying_header, ("params.ln_f", "header promises shape (1000000000000, 1000)")),
+        ("compressed", compressed, ("uncompressed .npy",)),
+        ("NaN parameters", lambda g: rewrite(g, arrays=lambda a: a["params.lm_head"].__setitem__((0, 0), np.nan)),
+         ("lm_head", "NaN or infinite", "finite numbers only")),
+        ("inf in the optimizer", lambda g: rewrite(g, arrays=lambda a: a["adamw.m.ln_f"].__setitem__(0, np.inf)),
+         ("adamw.m.ln_f", "NaN or infinite")),
+        ("optimizer dtype",
+         lambda g: rewrite(g, arrays=lambda a: a.__setitem__("adamw.v.ln_f", a["adamw.v.ln_f"].astype(np.float64))),
+         ("adamw.v.ln_f", "dtype float64", "must match params.ln_f")),
+        ("optimizer shape", lambda g: rewrite(g, arrays=lambda a: a.__setitem__("adamw.m.ln_f", a["adamw.m.ln_f"][:3])),
+         ("adamw.m.ln_f", "shape (3,)", "must match")),
+        ("optimizer key missing", lambda g: rewrite(g, arrays=lambda a: (a.pop("adamw.m.ln_f"), a.pop("adamw.v.ln_f"))),
+         ("does not fit the parameters: adamw.m lacks ['ln_f']",)),
+        ("optimizer step a vector", lambda g: rewrite(g, arrays=lambda a: a.__setitem__("adamw.t", np.array([4, 4]))),
+         ("adamw.t", "one integer")),
+        ("optimizer second moment negative",
+         lambda g: rewrite(g, arrays=lambda a: a["adamw.v.ln_f"].__setitem__(0, -1.0)),
+         ("adamw.v.ln_f", "negative", ">= 0")),
+        ("an unexpected array", lambda g: rewrite(g, arrays=lambda a: a.__setitem__("extra", np.ones(2))),
+         ("unexpected arrays ['extra']",)),
+        ("metrics not a list", lambda g: rewrite(g, meta=set_item("metrics", {"a": 1})),
+         ("metrics must be a JSON list",)),
+        ("a metric a string", lambda g: rewrite(g, meta=lambda m: m["metrics"][0].__setitem__("lr", "x")),
+         ("metrics[0]", "numbers")),
+        ("prompt a number", lambda g: rewrite(g, meta=set_item("prompt", 7)), ("prompt must be a JSON str",)),
+        ("step a vector", lambda g: rewrite(g, meta=set_item("step", [4, 4])), ("step must be an integer >= 0",)),
+        ("step not the optimizer's", lambda g: rewrite(g, meta=set_item("step", 3)), ("adamw.t = 4", "step 3")),
+        ("metadata a JSON list", lambda g: rewrite(g, raw=b"[1, 2]"), ("must be a JSON object", "list")),
+        ("metadata nested 100,000 deep", lambda g: rewrite(g, raw=b"[" * 100_000 + b"]" * 100_000),
+         ("nests deeper than",)),
+        ("metadata with NaN", lambda g: rewrite(g, raw=b'{"step": NaN}'), ("NaN is not allowed", "finite")),
+        ("metadata missing keys", lambda g: rewrite(g, meta=lambda m: m.pop("rng")), ("lacks ['rng']",)),
+        ("format unknown", lambda g: rewrite(g, meta=set_item("format", 99)), ("format 99", "reads 1 and 2")),
+        ("model config unknown field", lambda g: rewrite(g, meta=lambda m: m["model"].__setitem__("depth", 3)),
+         ("model has unknown fields ['depth']", "vocab_size")),
+        ("settings lr infinite", lambda g: rewrite(g, text=lambda t: t.replace('"lr": 0.003', '"lr": 1e999')),
+         ("1e999", "finite")),
+        ("settings missing the learning rate", lambda g: rewrite(g, meta=lambda m: m["settings"].pop("lr")),
+         ("settings has no ['lr']", "fields of Settings")),
+        ("generator state out of range",
+         lambda g: rewrite(g, meta=lambda m: m["rng"]["state"].__setitem__("state", 2 ** 200)),
+         ("rng must be the state of numpy's PCG64 generator", "OverflowError")),
+        ("generator of another kind",
+         lambda g: rewrite(g, meta=lambda m: m["rng"].__setitem__("bit_generator", "MT19937")),
+         ("rng must be the state", "PCG64")),
+        ("tokenizer missing its names", lambda g: rewrite(g, meta=lambda m: m["tokenizer"].pop("names")),
+         ("'ids' tokenizer dict needs 'names'",)),
+        ("tokenizer of another vocabulary", lambda g: rewrite(
+            g, meta=lambda m: m["tokenizer"].__setitem__("names", m["tokenizer"]["names"][:-1])),
+         ("63 token ids", "vocab_size=64")),
+        ("config.json a JSON list", lambda g: (g / "config.json").write_text("[]"),
+         ("config.json holds a JSON list", "delete it")),
+        ("config.json edited: window", lambda g: edit_copy(g, lambda m: {**m, "model": {**m["model"], "window": 2}}),
+         ("config.json was edited", "model.window: 2 in config.json, None in checkpoint.npz", "cannot be changed")),
+    ]],
+    # --- compare ---------------------------------------------------------------------------------
+    Bad("compare diverging", ["compare", *SYN, "--context-len", "64", "--steps", "2", "--eval-every", "2", "--seeds", "1",
+                              "--entries", "dense", "--lr", "1e300", "--out", "{tmp}/c"],
+        ("dense, seed 0", "became", "lower learning rate")),
+    Bad("compare with no dense FFN", ["compare", *SYN, "--d-ff", "0", "--out", "{tmp}/c"],
+        ("entry 'moe'", "d_expert must be >= 1")),
+    Bad("compare out a file", ["compare", *SYN, "--out", "{tmp}/f"], ("--out", "is a file"), write("f", b"x")),
+    Bad("compare save-params in a file", ["compare", *SYN, "--out", "{tmp}/c", "--save-params", "{tmp}/f/p"],
+        ("--save-params", "cannot be written"), write("f", b"x")),
+    Bad("info heads not dividing", ["info", "--n-heads", "3"], ("n_heads=3", "divide")),
+    Bad("gradcheck unknown check", ["gradcheck", "--only", "nope"], ("unknown check 'nope'", "choose from")),
+    # --- the API ---------------------------------------------------------------------------------
+    Bad("Settings(lr=inf)", api(lambda tmp, good: train.Settings(lr=float("inf"))), ("lr", "finite number > 0")),
+    Bad("Settings(clip=nan)", api(lambda tmp, good: train.Settings(clip=float("nan"))), ("clip", "finite")),
+    Bad("Settings(warmup=-1)", api(lambda tmp, good: train.Settings(warmup=-1)), ("warmup", "integer >= 0")),
+    Bad("Settings(min_lr_ratio=2)", api(lambda tmp, good: train.Settings(min_lr_ratio=2)), ("min_lr_ratio", "[0, 1]")),
+    Bad("DataSpec(tokenizer='x')", api(lambda tmp, good: data.DataSpec(tokenizer="x")), ("tokenizer", "'bpe', 'byte'")),
+    Bad("tokenizer_from_dict without merges", api(lambda tmp, good: tokenizer_from_dict({"kind": "bpe"})),
+        ("'merges'", "list of [id, id] pairs")),
+    Bad("tokenizer_from_dict without names", api(lambda tmp, good: tokenizer_from_dict({"kind": "ids"})),
+        ("'names'", "list of strings")),
+    Bad("BPE merges that double", api(lambda tmp, good: BPETokenizer([(0, 0)] + [(256 + k, 256 + k) for k in range(60)])),
+        ("merges", "bytes in all")),
+    Bad("cross-entropy target -1", api(lambda tmp, good: ops.cross_entropy_forward(np.zeros((2, 3)), np.array([0, -1]))),
+        ("targets", "-1", "[0, 3)")),
+    Bad("cross-entropy target out of range", api(lambda tmp, good: ops.cross_entropy_forward(np.zeros((2, 3)),
+                                                                                              np.array([0, 3]))),
+        ("targets", "3", "[0, 3)")),
+    Bad("generate n_tokens -1", api(lambda tmp, good: generate.generate(
+        model.init(model.Config(kind="dense", vocab_size=8, d_model=8, n_heads=2, context_len=4, d_ff=8)),
+        model.Config(kind="dense", vocab_size=8, d_model=8, n_heads=2, context_len=4, d_ff=8), np.array([1]), -1)),
+        ("n_tokens", ">= 0")),
+    Bad("memory check", api(lambda tmp, good: memory.check_fits(model.Config(), 16, ram=2 ** 20)),
+        ("this model needs about", "this machine has 1.0 MiB of RAM")),
+    Bad("train on data shorter than the context", api(lambda tmp, good: train.train(
+        *_short_run(), log=lambda line: None)), ("validation part", "context_len + 1 = 33")),
+    Bad("load a checkpoint with a lying header", api(lambda tmp, good: (lying_header(good), checkpoint.load(good))),
+        ("header promises",)),
+]
+
+
+def _short_run():
+    spec = data.DataSpec(name="synthetic", vocab_size=64)
+    dataset = spec.load()
+    dataset = dataclasses.replace(dataset, val=dataset.val[:20])
+    config = model.Config(kind="dense", vocab_size=64, context_len=32, d_model=16, n_heads=2, d_ff=16)
+    return train.new_run(config, train.Settings(steps=2, batch_size=2), spec, dataset), dataset
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny MoLKV run on the synthetic task, 4 steps (checkpoints at 2 and 4)."""
+    folder = tmp_path_factory.mktemp("good") / "run"
+    assert main([*TRAIN, "--out", str(folder)]) == 0
+    return folder
+
+
+def run_cli(argv, capsys):
+    """main(argv) in-process -> (exit code, stdout, stderr); an uncaught exception becomes
+    its traceback in stderr, as `python -m minimolkv` would print it."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    except BaseException:                                   # noqa: B036 -- what a user would see
+        captured = capsys.readouterr()
+        return 1, captured.out, captured.err + traceback.format_exc()
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_a_bad_input_is_one_clear_line(case, trained, tmp_path, capsys, monkeypatch):
+    good = tmp_path / "good"
+    shutil.copytree(trained, good)
+    if case.prepare:
+        case.prepare(tmp_path, good, monkeypatch)
+    if callable(case.run):
+        with pytest.raises((ValueError, TypeError, FileNotFoundError)) as info:
+            case.run(tmp_path, good)
+        message = str(info.value)
+        assert "\n" not in message
+    else:
+        argv = [a.format(tmp=tmp_path, good=good) for a in case.run]
+        code, out, err = run_cli(argv, capsys)
+        assert "Traceback" not in out + err, err
+        lines = err.strip().splitlines()
+        assert code == case.code, err
+        assert len(lines) == 1, err
+        message = lines[0]
+    for words in case.says:
+        assert words in message, message
+
+
+def test_the_table_is_large_and_covers_every_command():
+    cli = [c for c in CASES if not callable(c.run)]
+    assert len(CASES) >= 80 and {c.run[0] for c in cli} >= {"train", "sample", "compare", "info", "gradcheck"}
