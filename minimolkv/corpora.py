@@ -232,21 +232,24 @@ def synthetic_reference_losses(ids, vocab_size, seed):
     """Mean loss in nats of two ideal predictors over ids[1:], for ids from
     synthetic_corpus(..., vocab_size, seed) (any slice of it, e.g. one window).
 
-    "optimal":        knows the rule and every earlier token, hence the last key;
+    "optimal":        knows the rule and every earlier token of the slice, hence the
+                      current key: the last key token, or the key an answer after
+                      it reveals (answer A_k follows key k);
     "previous_token": knows the rule but sees only the previous token, so after
                       a trigger it can only spread over the K answers (log K).
     Elsewhere the two agree: only answers need more than the previous token.
-    Before the first key of the slice the key is unknown to both. A model with
-    context length T sees a key only when it lies in its window, so its best
-    lies between the two numbers.
+    Before the first key or answer of the slice the key is unknown to both. On
+    a window of a model's context, "optimal" is the best that model can do.
     """
     ids = _as_ids(ids, vocab_size)
     if len(ids) < 2:
         raise ValueError(f"ids must hold at least 2 tokens, got {len(ids)}")
     succ, prob, _ = _synthetic_tables(vocab_size, seed)
     pos = np.arange(len(ids))                                        # (n,)
-    last_key_pos = np.maximum.accumulate(np.where(ids < SYN_KEYS, pos, -1))  # (n,) -1: none yet
-    key = np.where(last_key_pos >= 0, ids[last_key_pos], -1)[:-1]    # (n-1,) the key when predicting
+    is_answer_id = (ids > SYN_KEYS) & (ids <= 2 * SYN_KEYS)          # (n,) A_k names key k
+    says_key = np.where(ids < SYN_KEYS, ids, np.where(is_answer_id, ids - SYN_KEYS - 1, -1))  # (n,)
+    last_pos = np.maximum.accumulate(np.where(says_key >= 0, pos, -1))   # (n,) -1: nothing yet
+    key = np.where(last_pos >= 0, says_key[last_pos], -1)[:-1]       # (n-1,) the key when predicting
     prev, nxt = ids[:-1], ids[1:]                                    # (n-1,) each
     bigram = np.sum(prob[prev] * (succ[prev] == nxt[:, None]), axis=1)   # (n-1,) P(filler nxt | prev),
     p_free = np.where(nxt < SYN_KEYS, SYN_P_KEY / SYN_KEYS,          # no (V,V) table: V may be large

@@ -347,6 +347,20 @@ def test_get_batch_bad_inputs():
         get_batch(list(range(100)), 2, 4, rng)
 
 
+def test_an_answer_tells_the_ideal_predictor_its_key():
+    """In a window without the key, an earlier answer A_k still names key k: the next
+    answer is certain (a model can copy it, so the ideal predictor must too)."""
+    K = corpora.SYN_KEYS
+    chain = synthetic_corpus(4000, 64, seed=1)
+    t = next(t for t in range(300, 4000) if chain[t] == K and chain[t + 1] > K)   # a trigger, then A_k
+    key = chain[t + 1] - K - 1
+    window = np.concatenate([chain[t:t + 2], [K, K + 1 + key]])     # ? A_k ? A_k, no key in sight
+    ref = synthetic_reference_losses(window, 64, seed=1)
+    # the first answer is a guess among K (log K), the second is known (0); the trigger costs -log 0.1
+    assert ref["optimal"] == pytest.approx((math.log(K) - math.log(corpora.SYN_P_TRIGGER)) / 3)
+    assert ref["previous_token"] == pytest.approx((2 * math.log(K) - math.log(corpora.SYN_P_TRIGGER)) / 3)
+
+
 def test_eval_windows_cover_the_split_once():
     ids = np.arange(100)
     w = eval_windows(ids, 8)                               # (12, 9): 12 * 8 + 1 = 97 tokens used

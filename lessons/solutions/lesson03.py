@@ -74,4 +74,28 @@ faster here. What the gap cannot say is that MoLE is the better model for this t
 is one seed of a few hundred steps, and gaps like these move when the seed changes; only
 several seeds, compared seed by seed, can rank the two (section 6 and the README's
 Results).""",
+
+    "03-q2": """\
+Early on, the order is not the final one. At the first evaluation the entries lie far
+apart and the bands are wide -- MoE's the widest: how fast it starts depends on the seed --
+and MoLE and `gated` (which *is* MoLE at initialisation) start lowest. Within the first few
+hundred steps the picture sorts itself into groups: dense and the `joint` MoLKV on top,
+almost on one line; `recency` and the control lowest; MoE, MoLE and `gated` between.
+Inside a group the order still moves: MoE starts worst and ends below MoLE and `gated`,
+passing them in the second half of training -- which is why a short run can rank entries
+differently from a long one (section 2's single seed of 300 steps did).
+
+At the end the bands are thin, a few hundredths of a nat at most: much thinner than the
+gap between the top pair and the rest (0.07 nats or more), but as wide as the gaps inside
+the middle group, where MoLE and `gated` end almost on one line. There the picture cannot
+decide, and the table has to.
+
+Why seed by seed: a seed fixes the order of the training batches -- the same for every
+entry -- and the random stream of the initialisation. Part of what makes one seed's run
+good or bad is therefore shared by all the entries trained with that seed (in runs.csv,
+seed 2 is the worst or second-worst seed of every entry but dense). The difference of two
+entries on the same seed cancels that shared part and leaves only what differs between the
+entries, so its interval is narrower than two overlapping bands suggest. The bands are
+also min-max ranges over the seeds, not confidence intervals: overlapping bands do not mean
+a tie, and separate bands of five seeds are not yet a test.""",
 }
