@@ -13,12 +13,16 @@ Notation: B batch, T context length (sequence length), V vocabulary size.
 """
 
 import functools
+import hashlib
+import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from minimolkv import corpora, validate
+from minimolkv.files import atomic_write
 from minimolkv.tokenizer import BPETokenizer, ByteTokenizer, IdTokenizer
 
 # The Shakespeare validation plays, one each from the comedies, histories,
@@ -137,6 +141,31 @@ def _trained_bpe(text, vocab_size):
     return BPETokenizer.train(text, vocab_size)
 
 
+def _encoded(train_text, val_text, vocab_size):
+    """(tokenizer, train ids, val ids) with BPE, kept on disk: training BPE on the
+    5 MB Shakespeare text and encoding it takes seconds, and every run, lesson and
+    test needs the same result. The file is named after a hash of the texts, so a
+    changed text never meets a stale encoding; a damaged file is simply rebuilt.
+    The folder: $MINIMOLKV_CACHE, else ~/.cache/minimolkv."""
+    digest = hashlib.sha1(f"{vocab_size}\0{train_text}\0{val_text}".encode("utf-8", "surrogatepass")).hexdigest()
+    folder = os.environ.get("MINIMOLKV_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "minimolkv")
+    path = os.path.join(folder, f"bpe-{vocab_size}-{digest[:16]}.npz")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return BPETokenizer(f["merges"].tolist()), f["train"].astype(np.int64), f["val"].astype(np.int64)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        pass                                                         # not there yet, or damaged: rebuild
+    tok = _trained_bpe(train_text, vocab_size)
+    train, val = tok.encode(train_text), tok.encode(val_text)
+    try:
+        merges = np.array(tok.merges, dtype=np.int64).reshape(-1, 2)
+        small = np.uint16 if tok.vocab_size <= 2 ** 16 else np.int64       # ids fit in 2 bytes: 4x smaller
+        atomic_write(path, lambda f: np.savez(f, merges=merges, train=train.astype(small), val=val.astype(small)))
+    except OSError:
+        pass                                                         # a read-only home: just do without
+    return tok, train, val
+
+
 def load_dataset(name_or_path, tokenizer="bpe", vocab_size=512, seed=0, val_fraction=0.1):
     """Train and val ids of "shakespeare", "stdlib", "synthetic" or a UTF-8 text file.
 
@@ -173,8 +202,11 @@ def load_dataset(name_or_path, tokenizer="bpe", vocab_size=512, seed=0, val_frac
         _check_fraction(val_fraction)
         cut = int(len(text) * (1 - val_fraction))
         train_text, val_text = text[:cut], text[cut:]
-    tok = _trained_bpe(train_text, vocab_size) if tokenizer == "bpe" else ByteTokenizer()
-    train, val = tok.encode(train_text), tok.encode(val_text)
+    if tokenizer == "bpe":
+        tok, train, val = _encoded(train_text, val_text, vocab_size)
+    else:
+        tok = ByteTokenizer()
+        train, val = tok.encode(train_text), tok.encode(val_text)
     if len(val) == 0:
         raise ValueError(f"{source} is too short to keep a validation part")
     desc = (f"{source}: {len(train_text) + len(val_text):,} characters, {tokenizer} tokenizer "

@@ -55,11 +55,13 @@ def evaluate(params, config, ids, settings, full=False):
 
     full=False: eval_batches * batch_size windows spread evenly over the split,
     the same ones at every call, for every kind and seed (the curves);
-    full=True: every window of the split (the final number), 64 per forward.
+    full=True: every window of the split (the final number), 64 per forward --
+    in fast mode (MINIMOLKV_FAST=1: tests, lessons) 256 windows spread alike,
+    since the numbers of a few-step run mean nothing and the whole split costs seconds.
     """
     windows = eval_windows(ids, config.context_len)                  # (n,T+1)
-    if not full:
-        k = min(len(windows), settings.eval_batches * settings.batch_size)
+    k = len(windows) if full and not fast_mode() else 256 if full else settings.eval_batches * settings.batch_size
+    if k < len(windows):
         windows = windows[np.linspace(0, len(windows) - 1, k).astype(int)]   # (k,T+1)
     total = 0.0
     for start in range(0, len(windows), 64):

@@ -412,3 +412,21 @@ def test_load_dataset(tmp_path):
         load_dataset("stdlb")
     with pytest.raises(ValueError, match="tokenizer must be 'bpe' or 'byte'"):
         load_dataset("stdlib", tokenizer="chars")
+
+
+def test_bpe_encodings_are_cached_on_disk_and_rebuilt_when_damaged(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIMOLKV_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "tiny.txt"
+    path.write_text("the cat sat on the mat. " * 60 + "the end.", encoding="utf-8")
+    first = load_dataset(path, tokenizer="bpe", vocab_size=270)
+    cached = list((tmp_path / "cache").glob("bpe-270-*.npz"))
+    assert len(cached) == 1
+    data._trained_bpe.cache_clear()
+    second = load_dataset(path, tokenizer="bpe", vocab_size=270)          # read back from the file
+    np.testing.assert_array_equal(first.train, second.train)
+    assert second.train.dtype == np.int64 and second.tokenizer.to_dict() == first.tokenizer.to_dict()
+    cached[0].write_bytes(b"not an npz")                                   # damaged: rebuilt, not an error
+    np.testing.assert_array_equal(load_dataset(path, tokenizer="bpe", vocab_size=270).val, first.val)
+    path.write_text("another text entirely, the dog and the log. " * 40, encoding="utf-8")
+    load_dataset(path, tokenizer="bpe", vocab_size=270)                    # another text: another file
+    assert len(list((tmp_path / "cache").glob("bpe-270-*.npz"))) == 2
