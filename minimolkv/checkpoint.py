@@ -1,4 +1,4 @@
-"""A training run's folder on disk: the checkpoint, and the lookup tables beside it.
+"""A training run's checkpoint on disk: save, load, and every check a load makes.
 
 A run's folder:
     checkpoint.npz   THE checkpoint, one file: parameters ("params.<name>"), AdamW
@@ -8,7 +8,7 @@ A run's folder:
     config.json      a copy of that metadata for people to read
     metrics.csv      the metrics, one row per step, for a spreadsheet
     loss.png         the loss curve (train)
-    luts-<fingerprint>/   the lookup tables of these parameters (sample)
+    luts-<fingerprint>/   the lookup tables of these parameters (sample; lut.tables)
 
 A checkpoint is a unit: whenever a run is killed, the folder loads as the
 previous step or the new one, never a mix. That is why it is one file.
@@ -39,18 +39,14 @@ import dataclasses
 import json
 import math
 import os
-import re
-import shutil
 import sys
-import tempfile
-import time
 import zipfile
 
 import numpy as np
 
-from minimolkv import lut, model, validate
+from minimolkv import model, validate_run
 from minimolkv.data import DataSpec
-from minimolkv.files import atomic_write, fingerprint, remove_stale_temporaries
+from minimolkv.files import atomic_write, remove_stale_temporaries
 from minimolkv.optim import state_from_arrays, state_to_arrays
 from minimolkv.tokenizer import tokenizer_from_dict
 
@@ -248,7 +244,7 @@ def _format_1_meta(folder, arrays):
     meta = _read_json_file(path)
     step = arrays.pop("step", None)
     if not isinstance(meta, dict) or meta.get("format") != 1:
-        raise ValueError(f"checkpoint.npz holds no metadata and config.json is not a format 1 checkpoint's")
+        raise ValueError("checkpoint.npz holds no metadata and config.json is not a format 1 checkpoint's")
     if step is None or step.shape != () or int(step) != meta.get("step"):
         raise ValueError(f"checkpoint.npz is at step {step} but config.json at step {meta.get('step')}; "
                          "they do not belong together")
@@ -262,12 +258,12 @@ def run_from(meta, arrays, folder):
     step = meta["step"]
     config = model.Config.from_dict(meta["model"])
     params = {k[len("params."):]: v for k, v in arrays.items() if k.startswith("params.")}
-    validate.model_params(params, config)
+    validate_run.model_params(params, config)
     opt = state_from_arrays(arrays)
     unexpected = sorted(k for k in arrays if not k.startswith(("params.", "adamw.")))
     if unexpected:
         raise ValueError(f"checkpoint.npz holds unexpected arrays {unexpected}")
-    validate.optimizer_state(opt, params, step)
+    validate_run.optimizer_state(opt, params, step)
     for name, a in [("params." + k, a) for k, a in params.items()] \
             + [("adamw.m." + k, a) for k, a in opt["m"].items()] + [("adamw.v." + k, a) for k, a in opt["v"].items()]:
         if not np.isfinite(a).all():
@@ -330,89 +326,3 @@ def check_same_tokenizer(run, dataset):
         raise ValueError(f"the data {run['data'].name!r} now tokenizes differently from when this run "
                          "was trained (another Python version's docstrings, or a changed file); "
                          "resuming would scramble the token ids")
-
-
-# ----------------------------------------------------------------------------
-# the lookup tables beside a checkpoint
-# ----------------------------------------------------------------------------
-
-TABLES_DIR = re.compile(r"luts-[0-9a-f]{12}")   # the folders tables() makes, luts-<fingerprint>
-MANIFEST = "tables.json"                        # written last inside them: "this folder is ours, complete"
-STALE_SECONDS = 3600                            # a half-built folder older than this was left by a kill
-
-
-def tables(folder, params, config, log=None):
-    """The lookup tables of `params`, as counting LookupTables on memmaps in
-    folder/luts-<fingerprint of params>/: built and saved the first time, only
-    opened (and checked: every number finite) after that. {} for dense and moe.
-
-    Built into a temporary folder and renamed into place, so a luts- folder is
-    always complete. Tables of older parameters are removed -- only folders
-    this function made (named luts-<12 hex digits>, holding its tables.json and
-    .npy files), never anything else. When `folder` cannot be written (read-only),
-    the tables are built in memory instead and log(note) says so.
-    """
-    shapes = model.lut_shapes(config)
-    if not shapes:
-        return {}
-    name = "luts-" + fingerprint(params)                   # never stale after another run
-    table_dir = os.path.join(folder, name)
-    if not os.path.lexists(table_dir):
-        try:
-            _build_tables(folder, name, params, config)
-        except OSError as err:                               # read-only folder, disk full, ...
-            if log is not None:
-                log(f"note: cannot save lookup tables in {os.fspath(folder)!r} ({err.strerror or err}); "
-                    "built them in memory for this run")
-            return {k: lut.LookupTable(v) for k, v in model.build_luts(params, config).items()}
-    elif not is_tables_dir(table_dir):
-        raise ValueError(f"{table_dir!r} is in the way: it is not a folder of lookup tables minimolkv "
-                         "wrote (no tables.json); move it elsewhere")
-    luts = lut.open_tables(table_dir, shapes, params["tok_emb"].dtype)
-    for key, table in luts.items():
-        bad = lut.first_non_finite_row(table.table)
-        if bad is not None:
-            raise ValueError(f"{os.path.join(table_dir, key + '.npy')!r} holds NaN or infinite values "
-                             f"(row {bad}); delete {table_dir!r} and it is rebuilt from the checkpoint")
-    _remove_old_tables(folder, keep=name)
-    return luts
-
-
-def _build_tables(folder, name, params, config):
-    """Save the tables into a temporary folder, then rename it to folder/name (atomic)."""
-    tmp = tempfile.mkdtemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    try:
-        luts = model.build_luts(params, config)
-        lut.save_tables(tmp, luts)
-        manifest = {"params": name[len("luts-"):],
-                    "tables": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in luts.items()}}
-        atomic_write(os.path.join(tmp, MANIFEST), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
-        os.rename(tmp, os.path.join(folder, name))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if os.path.isdir(os.path.join(folder, name)):        # another process finished first: fine
-            return
-        raise
-
-
-def is_tables_dir(path):
-    """A folder tables() made: a real folder named luts-<fingerprint> holding tables.json and .npy files."""
-    if os.path.islink(path) or not os.path.isdir(path) or not TABLES_DIR.fullmatch(os.path.basename(path)):
-        return False
-    entries = os.listdir(path)
-    return MANIFEST in entries and all(e == MANIFEST or e.endswith(".npy") for e in entries)
-
-
-def _remove_old_tables(folder, keep):
-    """Remove this function's tables of older parameters, and half-built ones a kill left."""
-    now = time.time()
-    for entry in os.listdir(folder):
-        path = os.path.join(folder, entry)
-        try:
-            if entry != keep and is_tables_dir(path):
-                shutil.rmtree(path)
-            elif re.fullmatch(r"\.luts-[0-9a-f]{12}\..+\.tmp", entry) and not os.path.islink(path) \
-                    and os.path.isdir(path) and now - os.path.getmtime(path) > STALE_SECONDS:
-                shutil.rmtree(path)
-        except OSError:
-            pass                                             # read-only, or removed meanwhile: leave it

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minimolkv import corpora, validate
+from minimolkv import corpora, validate, validate_run
 from minimolkv.files import atomic_write
 from minimolkv.tokenizer import BPETokenizer, ByteTokenizer, IdTokenizer
 
@@ -223,7 +223,7 @@ class DataSpec:
     seed: int = 0
 
     def __post_init__(self):
-        validate.data_spec(self)
+        validate_run.data_spec(self)
 
     def load(self):
         return load_dataset(self.name, tokenizer=self.tokenizer, vocab_size=self.vocab_size,

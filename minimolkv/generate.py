@@ -21,7 +21,7 @@ context_len // 2 tokens are read again from position 0, then decoding goes on.
 
 import numpy as np
 
-from minimolkv import attention, ops, validate
+from minimolkv import attention, ops, validate_run
 from minimolkv.model import BLOCKS, build_luts, layer_blocks, layer_params, options
 
 
@@ -88,7 +88,7 @@ def generate(params, config, prompt_ids, n_tokens, temperature=1.0, top_k=None, 
     prompt = np.asarray(prompt_ids)
     single = prompt.ndim == 1
     prompt = prompt[None] if single else prompt
-    validate.generate_args(params, config, prompt, n_tokens, temperature, top_k, luts)
+    validate_run.generate_args(params, config, prompt, n_tokens, temperature, top_k, luts)
     if luts is None:
         luts = build_luts(params, config, check=False)                      # {} for dense and moe
     layers = layer_params(params, config.n_layers)                          # looked up once, not per token

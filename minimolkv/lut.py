@@ -9,6 +9,8 @@ its own row, N·D numbers per layer, instead of loading every expert's weights.
     LookupTable(table)                 wrapper: table[ids] that counts bytes read
     lut_footprint(V, L, N, D, itemsize)  storage and per-token load of a model
     first_non_finite_row(table)        a check that a table on disk holds numbers
+    tables(folder, params, config)     a trained model's tables beside its checkpoint:
+                                       built once per set of parameters, then reopened
 
 A np.memmap maps the file into memory without reading it: `table[ids]` makes
 the operating system read just the pages holding those rows.
@@ -18,11 +20,17 @@ V = 50,304, L = 12, N = 4, D = 768 -> 72 KiB loaded per token and a table of
 about 3.5 GiB (3.7 GB) in storage — `lut_footprint(50304, 12, 4, 768, 2)`.
 """
 
+import json
 import os
+import re
+import shutil
+import tempfile
+import time
 
 import numpy as np
 
-from minimolkv.files import atomic_write, format_bytes
+from minimolkv import model
+from minimolkv.files import atomic_write, fingerprint, format_bytes
 
 
 def save_lut(path, table):
@@ -143,3 +151,89 @@ def open_tables(folder, shapes, dtype):
     """Open folder/<name>.npy for each {name: shape} as a counting LookupTable on a memmap."""
     return {name: LookupTable(open_lut(os.path.join(folder, name + ".npy"), shape, dtype))
             for name, shape in shapes.items()}
+
+
+# ----------------------------------------------------------------------------
+# the lookup tables beside a checkpoint
+# ----------------------------------------------------------------------------
+
+TABLES_DIR = re.compile(r"luts-[0-9a-f]{12}")   # the folders tables() makes, luts-<fingerprint>
+MANIFEST = "tables.json"                        # written last inside them: "this folder is ours, complete"
+STALE_SECONDS = 3600                            # a half-built folder older than this was left by a kill
+
+
+def tables(folder, params, config, log=None):
+    """The lookup tables of `params`, as counting LookupTables on memmaps in
+    folder/luts-<fingerprint of params>/: built and saved the first time, only
+    opened (and checked: every number finite) after that. {} for dense and moe.
+
+    Built into a temporary folder and renamed into place, so a luts- folder is
+    always complete. Tables of older parameters are removed -- only folders
+    this function made (named luts-<12 hex digits>, holding its tables.json and
+    .npy files), never anything else. When `folder` cannot be written (read-only),
+    the tables are built in memory instead and log(note) says so.
+    """
+    shapes = model.lut_shapes(config)
+    if not shapes:
+        return {}
+    name = "luts-" + fingerprint(params)                   # never stale after another run
+    table_dir = os.path.join(folder, name)
+    if not os.path.lexists(table_dir):
+        try:
+            _build_tables(folder, name, params, config)
+        except OSError as err:                               # read-only folder, disk full, ...
+            if log is not None:
+                log(f"note: cannot save lookup tables in {os.fspath(folder)!r} ({err.strerror or err}); "
+                    "built them in memory for this run")
+            return {k: LookupTable(v) for k, v in model.build_luts(params, config).items()}
+    elif not is_tables_dir(table_dir):
+        raise ValueError(f"{table_dir!r} is in the way: it is not a folder of lookup tables minimolkv "
+                         "wrote (no tables.json); move it elsewhere")
+    luts = open_tables(table_dir, shapes, params["tok_emb"].dtype)
+    for key, table in luts.items():
+        bad = first_non_finite_row(table.table)
+        if bad is not None:
+            raise ValueError(f"{os.path.join(table_dir, key + '.npy')!r} holds NaN or infinite values "
+                             f"(row {bad}); delete {table_dir!r} and it is rebuilt from the checkpoint")
+    _remove_old_tables(folder, keep=name)
+    return luts
+
+
+def _build_tables(folder, name, params, config):
+    """Save the tables into a temporary folder, then rename it to folder/name (atomic)."""
+    tmp = tempfile.mkdtemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    try:
+        luts = model.build_luts(params, config)
+        save_tables(tmp, luts)
+        manifest = {"params": name[len("luts-"):],
+                    "tables": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in luts.items()}}
+        atomic_write(os.path.join(tmp, MANIFEST), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+        os.rename(tmp, os.path.join(folder, name))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.isdir(os.path.join(folder, name)):        # another process finished first: fine
+            return
+        raise
+
+
+def is_tables_dir(path):
+    """A folder tables() made: a real folder named luts-<fingerprint> holding tables.json and .npy files."""
+    if os.path.islink(path) or not os.path.isdir(path) or not TABLES_DIR.fullmatch(os.path.basename(path)):
+        return False
+    entries = os.listdir(path)
+    return MANIFEST in entries and all(e == MANIFEST or e.endswith(".npy") for e in entries)
+
+
+def _remove_old_tables(folder, keep):
+    """Remove this function's tables of older parameters, and half-built ones a kill left."""
+    now = time.time()
+    for entry in os.listdir(folder):
+        path = os.path.join(folder, entry)
+        try:
+            if entry != keep and is_tables_dir(path):
+                shutil.rmtree(path)
+            elif re.fullmatch(r"\.luts-[0-9a-f]{12}\..+\.tmp", entry) and not os.path.islink(path) \
+                    and os.path.isdir(path) and now - os.path.getmtime(path) > STALE_SECONDS:
+                shutil.rmtree(path)
+        except OSError:
+            pass                                             # read-only, or removed meanwhile: leave it

@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minimolkv import attention, ctxattn, ffn, moe, mole, molkv, ops, validate
+from minimolkv import attention, ctxattn, ffn, moe, mole, molkv, ops, validate_run
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class Config:
     top_k: int = 2                # MoE: experts kept per token
 
     def __post_init__(self):
-        validate.config(self, KINDS, molkv.VARIANTS)
+        validate_run.config(self, KINDS, molkv.VARIANTS)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -195,7 +195,7 @@ def forward(params, config, ids, targets=None, luts=None, check=True):
     check=False: the caller has validated params, ids and targets (train does, once).
     """
     if check:
-        validate.model_forward(params, config, ids, targets, luts)
+        validate_run.model_forward(params, config, ids, targets, luts)
     B, T = ids.shape
     tables = layer_params(luts, config.n_layers) if luts is not None else None
     e, c_emb = ops.embedding_forward(ids, params["tok_emb"])               # (B,T) -> (B,T,D)
@@ -227,7 +227,7 @@ def forward(params, config, ids, targets=None, luts=None, check=True):
 
 def backward(cache, dloss=1.0):
     """The gradient of the loss with respect to every parameter (same keys, shapes)."""
-    validate.model_cache(cache)
+    validate_run.model_cache(cache)
     config, c_emb, layers, c_lnf, c_head, c_loss = cache
     grads = {}
     # loss = cross_entropy(logits, targets)
@@ -274,7 +274,7 @@ def build_luts(params, config, check=True):
     """{"layers.l.mole.u": (V,N,D)} or {"layers.l.molkv.k": (V,N,Dk), "layers.l.molkv.v": (V,N,D)}
     for every layer l. Empty for dense and moe (their experts read h, not a function of the id)."""
     if check:
-        validate.model_params(params, config)
+        validate_run.model_params(params, config)
     luts = {}
     for l, p in enumerate(layer_params(params, config.n_layers)):
         for name in layer_blocks(config):

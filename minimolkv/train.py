@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minimolkv import checkpoint, memory, model, validate
+from minimolkv import checkpoint, memory, model, validate_run
 from minimolkv.data import DataSpec, check_fits, eval_windows, get_batch  # noqa: F401 (train.DataSpec for callers)
 from minimolkv.optim import adamw_init, adamw_step, clip_grad_norm, lr_schedule
 
@@ -47,7 +47,7 @@ class Settings:
     dtype: str = "float32"
 
     def __post_init__(self):
-        validate.settings(self)
+        validate_run.settings(self)
 
 
 def evaluate(params, config, ids, settings, full=False):
@@ -126,7 +126,7 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
     memory.keep_freed_memory()                      # no page-fault storm per step (memory.py)
     params, opt, rng = run["params"], run["opt"], run["rng"]
     config, s = run["config"], run["settings"]
-    validate.model_params(params, config)           # once: the steps below run unchecked
+    validate_run.model_params(params, config)           # once: the steps below run unchecked
     check_fits(dataset, config.context_len)
     run.setdefault("last_checkpoint", None)
     end = s.steps if stop_after is None else min(s.steps, stop_after)

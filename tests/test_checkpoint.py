@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pytest
 
-from minimolkv import checkpoint, model, train
+from minimolkv import checkpoint, lut, model, train
 from minimolkv.__main__ import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -266,17 +266,17 @@ def test_tables_leave_alone_what_they_did_not_make(tmp_path):
     young.mkdir()
     old = tmp_path / ".luts-bbbbbbbbbbbb.y.tmp"             # half-built by a process killed long ago
     old.mkdir()
-    os.utime(old, (time.time() - 2 * checkpoint.STALE_SECONDS,) * 2)
+    os.utime(old, (time.time() - 2 * lut.STALE_SECONDS,) * 2)
 
-    luts = checkpoint.tables(tmp_path, run["params"], run["config"])
-    first = [p.name for p in tmp_path.iterdir() if checkpoint.TABLES_DIR.fullmatch(p.name) and p != lookalike]
+    luts = lut.tables(tmp_path, run["params"], run["config"])
+    first = [p.name for p in tmp_path.iterdir() if lut.TABLES_DIR.fullmatch(p.name) and p != lookalike]
     assert len(first) == 1 and set(luts) == set(model.lut_shapes(run["config"]))
     assert mine.is_dir() and lookalike.is_dir() and os.path.islink(tmp_path / "luts-stale")
     assert (tmp_path / "luts-file").is_file() and young.is_dir() and not old.exists()
 
     train.train(run, dataset, log=lambda line: None)        # new parameters: new tables, the old ones go
-    checkpoint.tables(tmp_path, run["params"], run["config"])
-    second = [p.name for p in tmp_path.iterdir() if checkpoint.TABLES_DIR.fullmatch(p.name) and p != lookalike]
+    lut.tables(tmp_path, run["params"], run["config"])
+    second = [p.name for p in tmp_path.iterdir() if lut.TABLES_DIR.fullmatch(p.name) and p != lookalike]
     assert len(second) == 1 and second != first
     assert mine.is_dir() and lookalike.is_dir() and (tmp_path / "luts-file").is_file()
 
@@ -288,9 +288,9 @@ def test_tables_of_a_read_only_folder_are_built_in_memory(tmp_path, monkeypatch,
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(checkpoint.tempfile, "mkdtemp", read_only)
+    monkeypatch.setattr(lut.tempfile, "mkdtemp", read_only)
     notes = []
-    luts = checkpoint.tables(tmp_path, run["params"], run["config"], log=notes.append)
+    luts = lut.tables(tmp_path, run["params"], run["config"], log=notes.append)
     assert luts and not any(t.on_disk for t in luts.values())
     assert "cannot save lookup tables" in notes[0] and "Permission denied" in notes[0]
     assert main(["sample", "--checkpoint", str(tmp_path), "--tokens", "3"]) == 0
@@ -300,7 +300,7 @@ def test_tables_of_a_read_only_folder_are_built_in_memory(tmp_path, monkeypatch,
 
 
 def test_sample_streams_the_text_it_returns(tmp_path, capsys):
-    from minimolkv.tools.cli import sample_text
+    from minimolkv.tools.cli_train import sample_text
     run, dataset = tiny_run(steps=2)
     pieces = []
     text, _ = sample_text(run, "K1 w20 ?", 30, 0.8, tmp_path, seed=3, on_text=pieces.append)

@@ -32,7 +32,9 @@ def values_backward(dy, P):
     """dy (B,Tq,D), P (B,Tq,Tk,N) -> dv (B,Tk,N,D).
 
     y[t] = sum_{j,n} P[t,j,n] v[j,n]: v[j,n] is read by every query t that sees it,
-    so its gradient sums over t (through the causal mask, over t >= j)."""
+    so its gradient sums over t (through the causal mask, over t >= j). With window 3
+    only t = j, j+1, j+2 see position j: P[t,j,n] = 0 for every other t, and the same
+    einsum needs no mask."""
     # y[t] = sum_{j,n} P[t,j,n] v[j,n]
     dv = np.einsum("btjn,btd->bjnd", P, dy)                   # (B,Tk,N,D) dv[j,n] = sum_t P[t,j,n] dy[t]
     return dv
@@ -75,36 +77,37 @@ ANSWERS = {
     "02-q1": """\
 Compare every cell with the cyan mark on the colour bar, the weight 1/((t+1)N) that a
 perfectly uniform row would give each of the (t+1)N key-value experts. In both layers
-almost every cell sits within a factor of a few of that mark: no cell is near 1, none
-is near the bottom of the scale. The rightmost column -- the current token's own four
-experts -- is not brighter than the rest. So the query spreads its weight over the whole
-context, and the current token's own experts receive in total about (t+1) times less
-than the sum of all: roughly 1/(t+1), the share of one position out of t+1. The entropy
-printed under the picture says the same: it is within a few percent of log((t+1)N), the
-entropy of the uniform row.
+every cell sits within about a factor of five of that mark (the printed largest cell is
+only about twice the uniform weight): no cell comes near 1, and the rightmost column --
+the current token's own four experts -- is not brighter than the rest. The query spreads its weight over the whole
+context. The current token's own experts receive about what any one position receives,
+roughly 1/(t+1) of the total (the printed "own weight" sits next to 1/(t+1)), where MoLE
+gives them weight 1. The printed entropy says the same: within a few percent of
+log((t+1)N), the entropy of the uniform row.
 
-What it means for the layer: y[t] is close to the AVERAGE of the values of every token
-in the context, nearly the same vector at every late position, so it carries little
-about the current token. MoLE gives the current token's experts weight 1. That is the
-dilution section 12 measures; 300 steps of training have not undone it (at
-initialisation the scores are ~0 and the row is exactly this flat).""",
+What it means for the layer: y[t] is close to the AVERAGE of the values of every token in
+the context. It changes little from one late position to the next and carries little
+about the current token -- the token-specific signal that makes MoLE work is diluted by
+the length of the context. At initialisation the scores are ~0 and the row is exactly
+this flat; 300 steps of training have not undone it. Section 12 measures what that
+costs.""",
     "02-q2": """\
-Left panels (own weight sum_n P[t,t,n] by position t): the dashed curves are the
-untrained models. joint's starts at 1 for t = 0 (a single visible position) and falls
-like 1/(t+1); after training (solid) it lies on or just above its dashed curve: the
-brief training has not taught the query to prefer the current token. recency's starts
-higher -- its slopes already penalise distance at initialisation -- and training moves
-its solid curve up further: it learns to keep more weight at home. MoLE would be the
-dotted line at 1.
+Left panels (own weight sum_n P[t,t,n] by position t; dashed untrained, solid trained):
+joint starts at 1 for t = 0 (a single visible position) and falls like 1/(t+1); its
+trained curve lies on its untrained one -- training has not taught the query to prefer
+the current token. recency starts higher (its slopes penalise distance from the first
+step) and its trained curve moves further up: it learns to keep more weight at home.
+MoLE would be the dotted line at 1.
 
-Right panels (weight by distance t - j, log scale): joint's curve is nearly flat --
-the weight of a token 60 positions back is within a small factor of the weight of the
-previous token -- while recency's falls by orders of magnitude over the window: a soft
-window, learned. gated's context attention leaves out distance 0 (its own term covers
-the current token, so its d = 0 value is drawn at the 1e-6 floor) and its tanh(gate), in
-the legend, stays small: it adds little context on top of MoLE's term.
+Right panels (weight by distance t - j, log scale): joint's curve is nearly flat -- a
+token 60 positions back gets within about one decade of the previous token's weight --
+while recency's falls by about three decades over the window: a soft window, learned.
+gated's context attention starts at distance 1 (distance 0 is its MoLE term, drawn at the
+1e-6 floor) and lies on joint's curve: the context it adds is just as diluted, and its
+tanh(gate), in the legend, stays small, so gated remains close to MoLE.
 
-Together: the variants that do not dilute the current token (recency keeps more of it,
-gated keeps all of it) are the ones that do better in E1; joint, which hands the
-current token about 1/(t+1) of the weight, does worst.""",
+Put next to E1: recency, the variant that keeps the current and recent tokens in front,
+beats MoLE; gated, which keeps MoLE's term but adds a diluted context through a nearly
+closed gate, ties with MoLE; joint, which hands the current token about 1/(t+1) of the
+weight, loses to MoLE and is no better than the dense model.""",
 }

@@ -1,0 +1,126 @@
+"""The command line's options: number types, a parser that fails in one line, and
+the option groups several commands share (a model's sizes, the data and training
+settings). tools/cli.py builds the commands from them.
+"""
+
+import argparse
+import math
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    return _number(text, int, 1)
+
+
+def non_negative_int(text):
+    """argparse type: an integer >= 0."""
+    return _number(text, int, 0)
+
+
+def non_negative_float(text):
+    """argparse type: a finite number >= 0."""
+    return _number(text, float, 0)
+
+
+def positive_float(text):
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be > 0 and finite, got {text}")
+    return value
+
+
+def _number(text, kind, low):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+    if not value >= low or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be {'>= ' + str(low)}{' and finite' if kind is float else ''}, got {text}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ----------------------------------------------------------------------------
+# model sizes, shared by every command that builds a model
+# ----------------------------------------------------------------------------
+
+CONFIG_ARGS = ("vocab_size", "context_len", "d_model", "n_layers", "n_heads", "d_ff",
+               "n_experts", "d_expert", "d_key", "window", "top_k")     # integers; --kind, --variant besides
+
+
+def add_config_args(p, with_kind=True, with_vocab=True):
+    """--kind, --variant and every size of model.Config; unset sizes keep Config's defaults.
+    with_vocab=False where the data's tokenizer decides the vocabulary (train, compare)."""
+    from minimolkv.model import KINDS, Config
+    from minimolkv.molkv import VARIANTS
+    if with_kind:
+        p.add_argument("--kind", choices=KINDS, default=None, help="expert kind (default molkv)")
+        p.add_argument("--variant", choices=VARIANTS, default=None,
+                       help="MoLKV formulation (default joint; docs/design.md)")
+    defaults = Config()
+    for name in CONFIG_ARGS:
+        if name == "vocab_size" and not with_vocab:
+            continue
+        zero = " (0: no dense FFN)" if name == "d_ff" else ""
+        p.add_argument("--" + name.replace("_", "-"), type=non_negative_int if zero else positive_int,
+                       default=None, metavar="N", help=f"default {getattr(defaults, name)}{zero}")
+
+
+def compare_entries():
+    from minimolkv.tools.compare import ENTRIES
+    return ENTRIES
+
+
+def add_kinds_arg(p, verb):
+    """--kinds, for the commands that run several kinds (compare, bench)."""
+    from minimolkv.model import KINDS
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), metavar="KIND",
+                   help=f"kinds to {verb} (default all: {' '.join(KINDS)})")
+
+
+def add_training_args(p):
+    """Data and optimisation options shared by train and compare."""
+    from minimolkv.train import Settings
+    d = Settings()
+    p.add_argument("--data", default=None, metavar="shakespeare|stdlib|synthetic|PATH",
+                   help="Shakespeare's plays (default), the stdlib's docstrings, the synthetic context task "
+                        "(an endless stream), or a UTF-8 text file")
+    p.add_argument("--tokenizer", choices=("bpe", "byte"), default=None, help="for text data (default bpe)")
+    p.add_argument("--vocab", type=positive_int, default=None, metavar="V",
+                   help="BPE vocabulary size; for synthetic data the number of token ids (default 512)")
+    p.add_argument("--steps", type=positive_int, default=None, metavar="N", help=f"total steps per run (default {d.steps})")
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="B", help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=positive_float, default=None, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--eval-every", type=positive_int, default=None, metavar="K",
+                   help=f"validate (and checkpoint) every K steps (default {d.eval_every})")
+
+
+def settings_from_args(args):
+    """train.Settings from the options given (the rest keep their defaults); bad values exit 2."""
+    from minimolkv.train import Settings
+    given = {k: getattr(args, k, None) for k in ("steps", "batch_size", "lr", "eval_every", "seed")}
+    try:
+        return Settings(**{k: v for k, v in given.items() if v is not None})
+    except (TypeError, ValueError) as err:
+        args.parser.error(str(err))
+
+
+def config_from_args(args, parser, **overrides):
+    """A Config from the parsed options; an invalid combination is a one-line error (exit 2)."""
+    from minimolkv.model import Config
+    sizes = {k: getattr(args, k) for k in CONFIG_ARGS + ("variant",) if getattr(args, k, None) is not None}
+    sizes.update(overrides)
+    try:
+        return Config(kind=getattr(args, "kind", "dense"), **sizes)
+    except (TypeError, ValueError) as err:
+        parser.error(str(err))

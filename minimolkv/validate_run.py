@@ -1,0 +1,166 @@
+"""Input validation of a whole model and a training run: model.forward, generate,
+build_luts, and a run's Settings, DataSpec and saved optimizer state.
+
+The same rule as validate.py, whose basic checks these use: each public entry
+makes exactly one call into this module, as its first line, and then runs pure
+math; messages name the argument, what was given and what is allowed.
+"""
+
+import math
+
+import numpy as np
+
+from minimolkv.validate import one_of, param_dict, positive_int, token_ids
+
+
+# ----------------------------------------------------------------------------
+# the model and generation (model.py imports this module, so these import model lazily)
+# ----------------------------------------------------------------------------
+
+def config(c, kinds, variants):
+    """A model.Config's fields: sizes >= 1, d_ff >= 0, a known kind and variant, heads dividing d_model."""
+    one_of(c.kind, "kind", kinds)
+    one_of(c.variant, "variant", variants)
+    for name in ("vocab_size", "context_len", "d_model", "n_layers", "n_heads",
+                 "n_experts", "d_expert", "d_key", "top_k"):
+        positive_int(getattr(c, name), name)
+    if isinstance(c.d_ff, bool) or not isinstance(c.d_ff, (int, np.integer)) or c.d_ff < 0:
+        raise ValueError(f"d_ff must be an integer >= 0 (0: no dense FFN), got {c.d_ff!r}")
+    positive_int(c.window, "window", allow_none=True)
+    if c.d_model % c.n_heads:
+        raise ValueError(f"n_heads={c.n_heads} must divide d_model={c.d_model}")
+    if c.top_k > c.n_experts:
+        raise ValueError(f"top_k={c.top_k} must be <= n_experts={c.n_experts}")
+
+
+def model_cache(cache):
+    """model.backward needs the cache of a training-mode forward with targets."""
+    if cache is None:
+        raise ValueError("backward needs a training-mode forward (luts=None) with targets")
+    if cache.loss is None:
+        raise ValueError("backward needs a forward with targets (the loss)")
+
+def model_params(params, config):
+    """params must be exactly the dict model.init(config) makes: same keys, shapes, one float dtype."""
+    from minimolkv.model import param_shapes
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be the dict from model.init, got {type(params).__name__}")
+    expected = param_shapes(config)
+    extra = sorted(set(params) - set(expected))
+    try:
+        if extra:
+            raise ValueError(f"unexpected {extra[0]!r}")
+        return param_dict(params, expected)
+    except ValueError as err:
+        raise ValueError(f"params do not fit this config (kind={config.kind!r}): {err}") from None
+
+
+def model_luts(config, luts):
+    """luts must be exactly the tables model.build_luts makes for this config."""
+    from minimolkv.model import lut_shapes
+    if luts is None:
+        return
+    if not isinstance(luts, dict):
+        raise TypeError(f"luts must be the dict from build_luts, got {type(luts).__name__}")
+    expected = lut_shapes(config)
+    if not expected:
+        raise ValueError(f"luts are for mole and molkv models; this model's kind is {config.kind!r}")
+    for name, shape in expected.items():
+        if name not in luts:
+            raise ValueError(f"luts were built for another config: no table {name!r} "
+                             f"(this config has {sorted(expected)})")
+        if tuple(luts[name].shape) != shape:
+            raise ValueError(f"luts were built for another config: {name!r} has shape "
+                             f"{tuple(luts[name].shape)}, this config needs {shape}")
+
+
+def model_forward(params, config, ids, targets=None, luts=None):
+    """ids (B,T) within the vocabulary and the context, targets like ids, params and luts
+    that fit the config."""
+    token_ids(ids, config.vocab_size, "ids")
+    if ids.ndim != 2:
+        raise ValueError(f"ids must be a (B,T) array of token ids, got shape {ids.shape}")
+    if ids.shape[1] > config.context_len:
+        raise ValueError(f"ids has T={ids.shape[1]} tokens, longer than context_len={config.context_len}")
+    if 0 in ids.shape:
+        raise ValueError(f"ids must hold at least one token per row, got shape {ids.shape}")
+    if targets is not None:
+        token_ids(targets, config.vocab_size, "targets")
+        if targets.shape != ids.shape:
+            raise ValueError(f"targets must have the shape of ids {ids.shape}, got {targets.shape}")
+    model_params(params, config)
+    model_luts(config, luts)
+
+
+def generate_args(params, config, prompt, n_tokens, temperature, top_k, luts):
+    """prompt (B,T0) non-empty ids, n_tokens >= 0, temperature finite >= 0, top_k None or >= 1."""
+    token_ids(prompt, config.vocab_size, "prompt_ids")
+    if prompt.ndim != 2 or prompt.shape[1] == 0:
+        raise ValueError(f"prompt_ids must be a non-empty (T0,) or (B,T0) array, got shape {prompt.shape}")
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, (int, np.integer)) or n_tokens < 0:
+        raise ValueError(f"n_tokens must be an integer >= 0, got {n_tokens!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
+            or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    positive_int(top_k, "top_k", allow_none=True)
+    model_params(params, config)
+    model_luts(config, luts)
+
+
+# ----------------------------------------------------------------------------
+# training: settings, the data spec, a checkpoint's optimizer state
+# ----------------------------------------------------------------------------
+
+def _number(value, name, allowed, ok):
+    """A real number (not bool) for which ok(value) holds; `allowed` says which in the message."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or not ok(value):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def settings(s):
+    """train.Settings: counts >= 1, lr and clip finite > 0, min_lr_ratio in [0, 1],
+    weight_decay finite >= 0, warmup an integer >= 0, a float dtype."""
+    for name in ("steps", "batch_size", "eval_every", "eval_batches"):
+        positive_int(getattr(s, name), name)
+    for name in ("lr", "clip"):
+        _number(getattr(s, name), name, "a finite number > 0", lambda v: v > 0)
+    _number(s.min_lr_ratio, "min_lr_ratio", "a number in [0, 1]", lambda v: 0 <= v <= 1)
+    _number(s.weight_decay, "weight_decay", "a finite number >= 0", lambda v: v >= 0)
+    if isinstance(s.warmup, bool) or not isinstance(s.warmup, (int, np.integer)) or s.warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0, got {s.warmup!r}")
+    if isinstance(s.seed, bool) or not isinstance(s.seed, (int, np.integer)) or s.seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {s.seed!r}")
+    one_of(s.dtype, "dtype", ("float32", "float64"))
+
+
+def data_spec(d):
+    """data.DataSpec: a name (str), a tokenizer 'bpe' or 'byte', vocab_size >= 1, seed >= 0."""
+    if not isinstance(d.name, str) or not d.name:
+        raise ValueError(f"the data name must be 'shakespeare', 'stdlib', 'synthetic' or a path, got {d.name!r}")
+    one_of(d.tokenizer, "tokenizer", ("bpe", "byte"))
+    positive_int(d.vocab_size, "vocab_size")
+    if isinstance(d.seed, bool) or not isinstance(d.seed, (int, np.integer)) or d.seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {d.seed!r}")
+
+
+def optimizer_state(opt, params, step):
+    """A checkpoint's AdamW state must fit its parameters: one first and one second
+    moment per parameter, each of its shape and dtype, second moments >= 0, and one
+    AdamW step per training step (t == step)."""
+    for moment in ("m", "v"):
+        if set(opt[moment]) != set(params):
+            missing, extra = sorted(set(params) - set(opt[moment])), sorted(set(opt[moment]) - set(params))
+            raise ValueError(f"the AdamW state does not fit the parameters: adamw.{moment} "
+                             + (f"lacks {missing}" if missing else f"has extra {extra}")
+                             + "; it must hold one array per parameter, named like them")
+        for name, a in opt[moment].items():
+            if a.shape != params[name].shape or a.dtype != params[name].dtype:
+                raise ValueError(f"adamw.{moment}.{name} has shape {a.shape} dtype {a.dtype}; it must match "
+                                 f"params.{name}, shape {params[name].shape} dtype {params[name].dtype}")
+    negative = [name for name, v in opt["v"].items() if (v < 0).any()]
+    if negative:
+        raise ValueError(f"adamw.v.{negative[0]} holds negative values; second moments are >= 0")
+    if opt["t"] != step:
+        raise ValueError(f"adamw.t = {opt['t']} but the checkpoint is at step {step}; "
+                         "AdamW takes one step per training step")
