@@ -17,9 +17,15 @@ weight is 0 and its gate is reported instead).
 
 reads molkv-seed0.npz, molkv-recency-seed0.npz and molkv-gated-seed0.npz (saved by
 `compare --save-params`) and draws the figure, untrained (init, seed 0) against trained.
+
+    python -m minimolkv.tools.explain --summary docs/results/e1-* --out docs/results/e1-summary.png
+
+draws the paired per-seed differences of every entry to MoLE, and of the MoLKV
+variants to the control, one panel per results folder (from their runs.csv).
 """
 
 import argparse
+import csv
 import dataclasses
 import os
 
@@ -61,16 +67,47 @@ def profiles(folder, base, windows, seed=0):
     return out
 
 
+def paired(folder, against):
+    """{entry: (mean, 95 % half-width)} of loss(entry) - loss(against), seed by seed, from folder/runs.csv."""
+    from minimolkv.tools.compare import mean_interval
+    with open(os.path.join(folder, "runs.csv")) as f:
+        runs = list(csv.DictReader(f))
+    loss = {}
+    for r in runs:
+        loss.setdefault(r["entry"], {})[int(r["seed"])] = float(r["final_val_loss"])
+    return {entry: mean_interval([by_seed[s] - loss[against][s] for s in sorted(by_seed)])
+            for entry, by_seed in loss.items() if entry != against}
+
+
+def summary(folders, out):
+    """The figure of E1's answer: paired differences to MoLE, and of the MoLKV variants to the control."""
+    from minimolkv.tools import plots
+    panels = {}
+    for folder in folders:
+        name = os.path.basename(os.path.normpath(folder)).removeprefix("e1-")
+        to_mole = paired(folder, "mole")
+        to_control = {f"{k} - control": v for k, v in paired(folder, "control").items() if k.startswith("molkv")}
+        panels[f"{name}: entry - mole  /  molkv variant - control"] = {**to_mole, **to_control}
+    plots.paired_differences(panels, path=out, title="E1: paired per-seed differences of the final validation "
+                             "loss, mean ± 95% interval (below 0: better)")
+    print(f"saved {out}")
+
+
 def main(argv=None):
     from minimolkv.tools import plots
     p = argparse.ArgumentParser(prog="python -m minimolkv.tools.explain", description=__doc__.split("\n\n")[0])
-    p.add_argument("--params", required=True, metavar="DIR", help="a folder written by compare --save-params")
+    p.add_argument("--summary", nargs="+", metavar="DIR", help="results folders of compare: draw the summary")
+    p.add_argument("--params", metavar="DIR", help="a folder written by compare --save-params")
     p.add_argument("--data", default="shakespeare", help="the data the models were trained on (default shakespeare)")
     p.add_argument("--vocab", type=int, default=512)
     p.add_argument("--windows", type=int, default=64, help="validation windows to average over (default 64)")
     p.add_argument("--out", required=True, metavar="PNG")
     p.add_argument("--sizes", default="", help="Config overrides as k=v,k=v (e.g. d_model=128,n_layers=4)")
     args = p.parse_args(argv)
+    if args.summary:
+        return summary(args.summary, args.out)
+    if not args.params:
+        p.error("give --params DIR (the attention picture) or --summary DIR ... (the differences)")
     dataset = DataSpec(name=args.data, vocab_size=args.vocab).load()
     sizes = {k: int(v) for k, v in (kv.split("=") for kv in args.sizes.split(",") if kv)}
     base = model.Config(vocab_size=dataset.tokenizer.vocab_size, **sizes)

@@ -400,3 +400,29 @@ def molkv_attention_profiles(found, path=None, title="MoLKV attention"):
     axes[0][1].set_title("weight by distance, trained: mean_t sum_n P[t,t-d,n]")
     fig.suptitle(title)
     return _finish(fig, path)
+
+
+def paired_differences(panels, path=None, title="", xlabel="paired difference (nats)", columns=2):
+    """panels: {panel title: {label: (mean, half-width of a 95 % interval)}}, one panel each,
+    points with error bars against a dashed line at 0: green where the whole interval is
+    below 0, red where it is above, grey where it crosses 0."""
+    rows = -(-len(panels) // columns)
+    n = max(len(v) for v in panels.values())
+    fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, (0.42 * n + 1.3) * rows), squeeze=False)
+    for ax, (name, values) in zip(axes.ravel(), panels.items()):
+        for i, (label, (mean, half)) in enumerate(values.items()):
+            colour = "C2" if mean + half < 0 else "C3" if mean - half > 0 else "C7"
+            ax.errorbar(mean, i, xerr=half, fmt="o", color=colour, capsize=4, lw=2)
+            ax.annotate(f"{mean:+.3f} ± {half:.3f}", (mean, i), xytext=(0, 6), textcoords="offset points",
+                        ha="center", fontsize=7)
+        ax.axvline(0.0, color="grey", ls="--", lw=1)
+        ax.set_yticks(range(len(values)), list(values), fontsize=8)
+        ax.set_ylim(len(values) - 0.4, -0.7)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path)
