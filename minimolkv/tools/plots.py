@@ -386,8 +386,9 @@ def molkv_attention_profiles(found, path=None, title="MoLKV attention"):
                 ax_own.plot(t, prof["init"]["own"][l], color=f"C{i}", ls="--", lw=1, label=f"{entry}, init")
                 ax_own.plot(t, prof["trained"]["own"][l], color=f"C{i}", lw=2, label=f"{entry}, trained")
             label = entry if gate is None else f"{entry} context (tanh gate {gate:+.2f})"
+            start = 0 if gate is None else 1                      # gated's context never sees distance 0
             dist = np.maximum(prof["trained"]["distance"][l], 1e-6)
-            ax_dist.semilogy(t, dist, color=f"C{i}", lw=2, label=label)
+            ax_dist.semilogy(t[start:], dist[start:], color=f"C{i}", lw=2, label=label)
         ax_own.set_ylim(0, 1.05)
         ax_own.set_xlabel("position t in the window")
         ax_own.set_ylabel(f"layer {l}: own weight")
