@@ -123,7 +123,7 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, check=True):
     """One token: h_t (B,D) -> y_t (B,D), state: the keys and values of the tokens so
     far (the last `window`), appended in place as in attention.decode_step."""
     if check:
-        validate.ctxattn_forward(params, h_t[:, None], None, window)
+        validate.ctxattn_decode(params, h_t, state, window)
     B = h_t.shape[0]
     k_t = (h_t @ params["key"])[:, None, None]                      # (B,D) -> (B,1,1,Dk)
     v_t = (h_t @ params["value"])[:, None, None]                    # (B,D) -> (B,1,1,D)

@@ -76,21 +76,29 @@ def split(ids, val_fraction=0.1):
     return ids[:-n_val], ids[-n_val:]
 
 
-def get_batch(ids, batch_size, context_len, rng):
-    """B random windows of ids: x (B,T) and y (B,T) = x shifted by one (the next tokens).
-    `ids` may also be a corpora.SyntheticStream: then every window is fresh."""
-    B = validate.positive_int(batch_size, "batch_size")
+def _check_batch_args(ids, batch_size, context_len, rng):
+    validate.positive_int(batch_size, "batch_size")
     T = validate.positive_int(context_len, "context_len")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)), "
                         f"got {type(rng).__name__}")
+    if not isinstance(ids, corpora.SyntheticStream):
+        _check_id_array(ids)
+        if len(ids) < T + 1:
+            raise ValueError(f"ids holds {len(ids)} tokens, fewer than context_len + 1 = {T + 1}; "
+                             f"use a shorter context_len or more data")
+
+
+def get_batch(ids, batch_size, context_len, rng, *, check=True):
+    """B random windows of ids: x (B,T) and y (B,T) = x shifted by one (the next tokens).
+    `ids` may also be a corpora.SyntheticStream: then every window is fresh.
+    check=False: the caller has checked these once already (train does, before its loop)."""
+    if check:
+        _check_batch_args(ids, batch_size, context_len, rng)
+    B, T = batch_size, context_len
     if isinstance(ids, corpora.SyntheticStream):
         windows = ids.windows(B, T + 1, rng)                         # (B,T+1), never seen before
         return windows[:, :-1], windows[:, 1:]
-    _check_id_array(ids)
-    if len(ids) < T + 1:
-        raise ValueError(f"ids holds {len(ids)} tokens, fewer than context_len + 1 = {T + 1}; "
-                         f"use a shorter context_len or more data")
     starts = rng.integers(0, len(ids) - T, size=B)                   # (B,) window s..s+T fits
     idx = starts[:, None] + np.arange(T)                             # (B,T)
     x = ids[idx].astype(np.int64)                                    # (B,T)

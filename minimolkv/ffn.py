@@ -83,4 +83,6 @@ def forward_lut(params, h, ids, luts, *, check=True):
 
 def decode_step(params, h_t, ids_t, luts, state, *, check=True):
     """One token: h_t (B,D) -> y_t (B,D). Stateless: the state stays None."""
-    return forward(params, h_t[:, None], check=check)[0][:, 0], None
+    if check:
+        validate.ffn_decode(params, h_t)
+    return forward(params, h_t[:, None], check=False)[0][:, 0], None

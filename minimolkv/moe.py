@@ -160,4 +160,6 @@ def forward_lut(params, h, ids, luts, *, top_k=2, check=True):
 
 def decode_step(params, h_t, ids_t, luts, state, *, top_k=2, check=True):
     """One token: h_t (B,D) -> y_t (B,D). Stateless: the state stays None."""
-    return forward(params, h_t[:, None], top_k=top_k, check=check)[0][:, 0], None
+    if check:
+        validate.moe_decode(params, h_t, top_k)
+    return forward(params, h_t[:, None], top_k=top_k, check=False)[0][:, 0], None

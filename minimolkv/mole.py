@@ -149,4 +149,6 @@ def forward_lut(params, h, ids, luts, *, check=True):
 def decode_step(params, h_t, ids_t, luts, state, *, check=True):
     """One token: h_t (B,D), ids_t (B,) -> y_t (B,D). MoLE needs no cache: the
     state stays None (one table row per token, whatever came before)."""
-    return forward_lut(params, h_t[:, None], ids_t[:, None], luts, check=check)[:, 0], None
+    if check:
+        validate.mole_inference(params, h_t, ids_t, luts, step=True)
+    return forward_lut(params, h_t[:, None], ids_t[:, None], luts, check=False)[:, 0], None

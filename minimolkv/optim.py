@@ -65,7 +65,7 @@ def adamw_init(params):
             "v": {name: np.zeros_like(p) for name, p in named.items()}}
 
 
-def adamw_step(params, grads, state, lr, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1):
+def adamw_step(params, grads, state, lr, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, *, check=True):
     """One AdamW step: updates params and state in place, returns nothing.
 
     For every parameter p with gradient g, at step t = 1, 2, ...:
@@ -78,25 +78,11 @@ def adamw_step(params, grads, state, lr, beta1=0.9, beta2=0.95, eps=1e-8, weight
         p = p - lr * m_hat / (sqrt(v_hat) + eps)
     The decay uses p before this step's Adam update (as torch.optim.AdamW).
     Arithmetic stays in each parameter's dtype.
+    check=False: the caller has checked these once already (train does, before its loop).
     """
     named_p, named_g = _named(params, "params"), _named(grads, "grads")
-    if not (isinstance(state, dict) and {"t", "m", "v"} <= set(state)):
-        raise TypeError(f"state must be the dict made by adamw_init, got {type(state).__name__}")
-    for what, names in (("grads", set(named_g)), ("state", set(state["m"]))):
-        if names != set(named_p):
-            raise ValueError(f"{what} must have the keys of params; it lacks "
-                             f"{sorted(set(named_p) - names)} and has extra {sorted(names - set(named_p))}")
-    lr = _check_number(lr, "lr", 0.0)
-    beta1 = _check_number(beta1, "beta1", 0.0, 1.0, high_open=True)
-    beta2 = _check_number(beta2, "beta2", 0.0, 1.0, high_open=True)
-    eps = _check_number(eps, "eps", 0.0)
-    weight_decay = _check_number(weight_decay, "weight_decay", 0.0)
-    for name, p in named_p.items():
-        others = (("grads", named_g[name]), ("state m", state["m"][name]), ("state v", state["v"][name]))
-        for what, a in others:
-            if a.shape != p.shape or a.dtype != p.dtype:
-                raise ValueError(f"{what}['{name}'] has shape {a.shape} dtype {a.dtype}; "
-                                 f"params['{name}'] has shape {p.shape} dtype {p.dtype}")
+    if check:
+        _check_step(named_p, named_g, state, lr, beta1, beta2, eps, weight_decay)
 
     state["t"] += 1
     t = state["t"]
@@ -113,6 +99,27 @@ def adamw_step(params, grads, state, lr, beta1=0.9, beta2=0.95, eps=1e-8, weight
         if p.ndim >= 2:
             p *= 1.0 - lr * weight_decay                    # decoupled weight decay
         p -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+def _check_step(named_p, named_g, state, lr, beta1, beta2, eps, weight_decay):
+    """adamw_step's inputs: matching keys, shapes and dtypes; numbers in range."""
+    if not (isinstance(state, dict) and {"t", "m", "v"} <= set(state)):
+        raise TypeError(f"state must be the dict made by adamw_init, got {type(state).__name__}")
+    for what, names in (("grads", set(named_g)), ("state", set(state["m"]))):
+        if names != set(named_p):
+            raise ValueError(f"{what} must have the keys of params; it lacks "
+                             f"{sorted(set(named_p) - names)} and has extra {sorted(names - set(named_p))}")
+    _check_number(lr, "lr", 0.0)
+    _check_number(beta1, "beta1", 0.0, 1.0, high_open=True)
+    _check_number(beta2, "beta2", 0.0, 1.0, high_open=True)
+    _check_number(eps, "eps", 0.0)
+    _check_number(weight_decay, "weight_decay", 0.0)
+    for name, p in named_p.items():
+        others = (("grads", named_g[name]), ("state m", state["m"][name]), ("state v", state["v"][name]))
+        for what, a in others:
+            if a.shape != p.shape or a.dtype != p.dtype:
+                raise ValueError(f"{what}['{name}'] has shape {a.shape} dtype {a.dtype}; "
+                                 f"params['{name}'] has shape {p.shape} dtype {p.dtype}")
 
 
 def state_to_arrays(state, prefix="adamw."):

@@ -128,6 +128,7 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
     config, s = run["config"], run["settings"]
     validate_run.model_params(params, config)           # once: the steps below run unchecked
     check_fits(dataset, config.context_len)
+    get_batch(dataset.train, s.batch_size, config.context_len, np.random.default_rng(0))   # checks, once
     run.setdefault("last_checkpoint", None)
     end = s.steps if stop_after is None else min(s.steps, stop_after)
     tokens_per_step = s.batch_size * config.context_len
@@ -135,7 +136,7 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
     while run["step"] < end:
         step = run["step"]
         lr = lr_schedule(step, s.steps, s.lr, min(s.warmup, s.steps - 1), s.min_lr_ratio)
-        x, y = get_batch(dataset.train, s.batch_size, config.context_len, rng)   # (B,T), (B,T)
+        x, y = get_batch(dataset.train, s.batch_size, config.context_len, rng, check=False)   # (B,T), (B,T)
         loss, _, cache = model.forward(params, config, x, y, check=False)
         if not math.isfinite(loss):
             raise TrainingDiverged(diverged(run, f"the loss became {loss} at step {step + 1}", out_dir))
@@ -144,7 +145,8 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
         if not math.isfinite(grad_norm):
             raise TrainingDiverged(diverged(run, f"the gradient norm became {grad_norm} at step {step + 1}",
                                             out_dir))
-        adamw_step(params, grads, opt, lr, weight_decay=s.weight_decay)
+        adamw_step(params, grads, opt, lr, weight_decay=s.weight_decay,
+                   check=step == start_step)                         # the optimizer state: checked once
         run["step"] = step + 1
 
         done = run["step"]

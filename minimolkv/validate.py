@@ -196,10 +196,54 @@ def moe_forward(params, h, e, top_k):
     D, N, dtype = moe_params(params)
     _hidden(h, D, dtype)
     _unread_e(e, "MoE")
+    _top_k(top_k, N)
+
+
+def _top_k(top_k, N):
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
         raise TypeError(f"top_k must be an integer in [1, {N}], got {top_k!r}")
     if not 1 <= top_k <= N:
         raise ValueError(f"top_k must be in [1, n_experts={N}], got {top_k}")
+
+
+def _step(h_t, D, dtype):
+    """h_t (B,D): one decoding step's hidden state, named as the decode steps name it."""
+    array(h_t, "h_t", ndim=2, floating=True)
+    float_input(h_t, "h_t", (None, D), dtype)
+
+
+def ffn_decode(params, h_t):
+    D, dtype = ffn_params(params)
+    _step(h_t, D, dtype)
+
+
+def moe_decode(params, h_t, top_k):
+    D, N, dtype = moe_params(params)
+    _step(h_t, D, dtype)
+    _top_k(top_k, N)
+
+
+def ctxattn_decode(params, h_t, state, window):
+    """ctxattn.decode_step: h_t (B,D), and the DecodeState it returned, for the same batch and window."""
+    D, dtype = ctxattn_params(params)
+    _step(h_t, D, dtype)
+    positive_int(window, "window", allow_none=True)
+    if state is None:
+        return
+    from minimolkv.ctxattn import DecodeState
+    if not isinstance(state, DecodeState):
+        raise TypeError("state must be None or the DecodeState returned by decode_step")
+    B, Dk = h_t.shape[0], params["query"].shape[1]
+    if state.k_buffer.shape[0] != B:
+        raise ValueError(f"state holds {state.k_buffer.shape[0]} sequences but h_t has {B}; "
+                         "start a new state (None) for a new batch")
+    if state.window != window:
+        raise ValueError(f"window={window} but state was built with window={state.window}; "
+                         "use the same for every step")
+    array(state.k_buffer, "state.k_buffer", shape=(B, None, 1, Dk))
+    array(state.v_buffer, "state.v_buffer", shape=(B, state.k_buffer.shape[1], 1, D))
+    if state.k_buffer.dtype != dtype:
+        raise TypeError(f"state holds {state.k_buffer.dtype} keys but the parameters are {dtype}")
 
 
 def _hidden(h, D, dtype, name="h"):
@@ -265,17 +309,22 @@ def _inference(params, key, luts, widths):
     return D, N, width, dtype, V
 
 
-def mole_inference(params, h, ids, luts):
+def mole_inference(params, h, ids, luts, step=False):
+    """forward_lut (h (B,T,D), ids (B,T)), or with step=True decode_step (h_t (B,D), ids_t (B,))."""
     D, N, width, dtype, V = _inference(params, "router", luts, {"u": lambda D, N: D})
     if N != width:
         raise ValueError(f"luts['u'] holds {N} experts but params['router'] routes to {width}")
-    float_input(h, "h", (None, None, D), dtype)
-    token_ids(ids, V, "ids", shape=h.shape[:2])
+    if step:
+        _step(h, D, dtype)
+        token_ids(ids, V, "ids_t", shape=h.shape[:1])
+    else:
+        float_input(h, "h", (None, None, D), dtype)
+        token_ids(ids, V, "ids", shape=h.shape[:2])
 
 
-def _molkv_extras(params, variant, N, dtype):
+def _molkv_extras(params, variant, D, N, dtype):
     """The variant's parameters that stay in RAM beside the query."""
-    extra = {"recency": {"recency": (N,)}, "gated": {"router": (None, N), "gate": (1,)}}.get(variant, {})
+    extra = {"recency": {"recency": (N,)}, "gated": {"router": (D, N), "gate": (1,)}}.get(variant, {})
     if extra and param_dict({k: params[k] for k in extra if k in params}, extra) != dtype:
         raise TypeError("params mixes dtypes; use one dtype for all")
 
@@ -284,7 +333,7 @@ def molkv_inference(params, h, ids, luts, window, variant):
     from minimolkv.molkv import VARIANTS
     one_of(variant, "variant", VARIANTS)
     D, N, Dk, dtype, V = _inference(params, "query", luts, {"k": lambda D, Dk: Dk, "v": lambda D, Dk: D})
-    _molkv_extras(params, variant, N, dtype)
+    _molkv_extras(params, variant, D, N, dtype)
     positive_int(window, "window", allow_none=True)
     float_input(h, "h", (None, None, D), dtype)
     token_ids(ids, V, "ids", shape=h.shape[:2])
@@ -294,7 +343,7 @@ def molkv_decode(params, h_t, ids_t, luts, state, window, variant):
     from minimolkv.molkv import VARIANTS
     one_of(variant, "variant", VARIANTS)
     D, N, Dk, dtype, V = _inference(params, "query", luts, {"k": lambda D, Dk: Dk, "v": lambda D, Dk: D})
-    _molkv_extras(params, variant, N, dtype)
+    _molkv_extras(params, variant, D, N, dtype)
     positive_int(window, "window", allow_none=True)
     float_input(h_t, "h_t", (None, D), dtype)
     B = h_t.shape[0]

@@ -55,8 +55,10 @@ def model_params(params, config):
         raise ValueError(f"params do not fit this config (kind={config.kind!r}): {err}") from None
 
 
-def model_luts(config, luts):
-    """luts must be exactly the tables model.build_luts makes for this config."""
+def model_luts(config, luts, dtype):
+    """luts must be exactly the tables model.build_luts makes for this config, in the
+    parameters' dtype (never mixed: float32 parameters with float64 tables would
+    silently compute in float64)."""
     from minimolkv.model import lut_shapes
     if luts is None:
         return
@@ -72,6 +74,9 @@ def model_luts(config, luts):
         if tuple(luts[name].shape) != shape:
             raise ValueError(f"luts were built for another config: {name!r} has shape "
                              f"{tuple(luts[name].shape)}, this config needs {shape}")
+        if getattr(luts[name], "dtype", None) != dtype:
+            raise TypeError(f"luts[{name!r}] has dtype {getattr(luts[name], 'dtype', None)} but the "
+                            f"parameters are {dtype}; dtypes are never mixed")
 
 
 def model_forward(params, config, ids, targets=None, luts=None):
@@ -88,8 +93,7 @@ def model_forward(params, config, ids, targets=None, luts=None):
         token_ids(targets, config.vocab_size, "targets")
         if targets.shape != ids.shape:
             raise ValueError(f"targets must have the shape of ids {ids.shape}, got {targets.shape}")
-    model_params(params, config)
-    model_luts(config, luts)
+    model_luts(config, luts, model_params(params, config))
 
 
 def generate_args(params, config, prompt, n_tokens, temperature, top_k, luts):
@@ -103,8 +107,7 @@ def generate_args(params, config, prompt, n_tokens, temperature, top_k, luts):
             or not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     positive_int(top_k, "top_k", allow_none=True)
-    model_params(params, config)
-    model_luts(config, luts)
+    model_luts(config, luts, model_params(params, config))
 
 
 # ----------------------------------------------------------------------------

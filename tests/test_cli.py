@@ -13,6 +13,17 @@ def test_gradcheck_command_prints_a_passing_table(capsys):
     assert "0 failed" in out
 
 
+def test_every_check_of_the_report_passes(capsys):
+    """The instructor's report: every CHECKS entry (layers, variants, the control, the
+    whole model of every kind), exactly what `python -m minimolkv gradcheck` prints."""
+    from minimolkv.checks import CHECKS
+    assert main(["gradcheck"]) == 0
+    out = capsys.readouterr().out
+    for name in CHECKS:
+        assert f"== {name}  (" in out
+    assert " 0 failed" in out and "FAIL" not in out
+
+
 def test_unknown_check_and_bad_argument_exit_2(capsys):
     assert main(["gradcheck", "--only", "nope"]) == 2
     assert "unknown check 'nope'" in capsys.readouterr().err

@@ -11,7 +11,8 @@ from minimolkv.generate import generate
 from minimolkv.gradcheck import MODEL_TOL, rel_error
 from minimolkv.params import count_params
 
-KINDS = ("dense", "moe", "mole", "molkv")
+KINDS = model.KINDS                                         # dense, moe, mole, molkv, ctxattn
+VARIANTS = [("molkv", "recency"), ("molkv", "gated")]          # MoLKV's other formulations
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -26,7 +27,9 @@ def test_whole_model_gradient(kind):
 
 
 @pytest.mark.parametrize("kind, sizes", [("moe", {"d_ff": 0}), ("molkv", {"window": None}),
-                                         ("mole", {"n_layers": 1})])
+                                         ("mole", {"n_layers": 1}), ("molkv", {"variant": "recency"}),
+                                         ("molkv", {"variant": "gated", "window": None}),
+                                         ("ctxattn", {"window": 2})])
 def test_whole_model_gradient_in_other_shapes(kind, sizes):
     """compare's MoE has no dense FFN; MoLKV without a window attends over everything."""
     for row in check_model(kind, seed=1, **sizes):
@@ -61,9 +64,9 @@ def greedy_by_full_reforward(params, config, prompt, n):
     return ids
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_greedy_generate_equals_full_reforwards(kind):
-    config, params, _, _ = model_setup(kind)
+@pytest.mark.parametrize("kind, variant", [(k, "joint") for k in KINDS] + VARIANTS)
+def test_greedy_generate_equals_full_reforwards(kind, variant):
+    config, params, _, _ = model_setup(kind, variant=variant)
     prompt = np.array([[1, 5, 1], [0, 10, 4]])
     fast = generate(params, config, prompt, n_tokens=5, temperature=0)
     slow = greedy_by_full_reforward(params, config, prompt, 5)

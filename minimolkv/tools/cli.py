@@ -220,8 +220,9 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    args.given = {k for k, v in vars(args).items()                      # the options typed
-                  if v not in (None, False) and k not in ("func", "parser", "argv", "command")}
+    args.given = {k for k, v in vars(args).items()                      # the options typed (0 too:
+                  if v is not None and v is not False                   # `0 == False`, so no `not in`)
+                  and k not in ("func", "parser", "argv", "command")}
     for name, value in DEFAULTS.items():
         if getattr(args, name, "absent") is None:
             setattr(args, name, value)

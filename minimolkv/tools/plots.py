@@ -10,9 +10,12 @@ import numpy as np
 
 
 def _finish(fig, path):
+    """Lay out; with a path, save the PNG and close the figure (the command line and
+    long runs would otherwise keep every figure open); without one, a notebook shows it."""
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
+        plt.close(fig)
     return fig
 
 
@@ -315,22 +318,6 @@ def error_bars(errors, tol=None, path=None, title="Relative error of the gradien
     ax.set_xlabel("max relative error (log scale)")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
-    return _finish(fig, path)
-
-
-def lines_with_references(series, references=None, path=None, title="", xlabel="", ylabel=""):
-    """series: {label: (xs, ys)} as one line each; references: {label: y} as dashed
-    horizontal lines (e.g. the loss of an ideal predictor)."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
-    for i, (label, (xs, ys)) in enumerate(series.items()):
-        ax.plot(xs, ys, color=f"C{i}", marker="o", ms=3, lw=1.8, label=label)
-    for i, (label, y) in enumerate((references or {}).items()):
-        ax.axhline(y, color="grey", ls=("--", ":", "-.")[i % 3], lw=1, label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     return _finish(fig, path)
 
 
