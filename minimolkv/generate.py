@@ -75,7 +75,7 @@ def prefill(params, config, layers, tables, visible):
     return states, logits
 
 
-def generate(params, config, prompt_ids, n_tokens, temperature=1.0, top_k=None, seed=None,
+def generate(params, config, prompt_ids, n_tokens, *, temperature=1.0, top_k=None, seed=None,
              luts=None, on_token=None):
     """Continue `prompt_ids` ((T0,) or (B,T0)) by n_tokens -> ids ((T0+n,) or (B,T0+n)).
 

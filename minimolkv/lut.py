@@ -209,11 +209,11 @@ def _build_tables(folder, name, params, config):
                     "tables": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in luts.items()}}
         atomic_write(os.path.join(tmp, MANIFEST), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
         os.rename(tmp, os.path.join(folder, name))
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        if os.path.isdir(os.path.join(folder, name)):        # another process finished first: fine
-            return
-        raise
+        if isinstance(err, Exception) and os.path.isdir(os.path.join(folder, name)):
+            return                                           # another process finished first: fine
+        raise                                                # (a Ctrl-C always goes on up)
 
 
 def is_tables_dir(path):

@@ -187,7 +187,7 @@ class ModelCache(NamedTuple):
     loss: ops.CrossEntropyCache | None  # None without targets
 
 
-def forward(params, config, ids, targets=None, luts=None, check=True):
+def forward(params, config, ids, targets=None, luts=None, *, check=True):
     """ids (B,T) -> (loss or None, logits (B,T,V), cache).
 
     luts: from build_luts; then MoLE/MoLKV layers look up instead of running
@@ -270,7 +270,7 @@ def backward(cache, dloss=1.0):
 # lookup tables of every MoLE / MoLKV layer
 # ----------------------------------------------------------------------------
 
-def build_luts(params, config, check=True):
+def build_luts(params, config, *, check=True):
     """{"layers.l.mole.u": (V,N,D)} or {"layers.l.molkv.k": (V,N,Dk), "layers.l.molkv.v": (V,N,D)}
     for every layer l. Empty for dense and moe (their experts read h, not a function of the id)."""
     if check:
@@ -294,8 +294,9 @@ def lut_shapes(config):
     return shapes
 
 
-def generate(params, config, prompt_ids, n_tokens, temperature=1.0, top_k=None, seed=None, luts=None):
+def generate(params, config, prompt_ids, n_tokens, *, temperature=1.0, top_k=None, seed=None, luts=None):
     """Sample a continuation with the KV caches -- see generate.py, where it lives
     (the caches are a concept of their own)."""
     from minimolkv.generate import generate as generate_with_caches
-    return generate_with_caches(params, config, prompt_ids, n_tokens, temperature, top_k, seed, luts)
+    return generate_with_caches(params, config, prompt_ids, n_tokens, temperature=temperature, top_k=top_k,
+                                seed=seed, luts=luts)

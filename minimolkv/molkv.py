@@ -249,7 +249,7 @@ def forward(params, h, e, *, window=None, variant="joint", check=True):
     check=False: the caller has validated the inputs (the model does, once)."""
     if check:
         validate.molkv_forward(params, h, e, window, variant)
-    T = h.shape[1]
+    T = h.shape[1]                                               # positions
     k, v, a, c_hidden = experts_forward(params, e)               # (B,T,N,Dk), (B,T,N,D)
     q, c_query = ops.linear_forward(h, params["query"])          # (B,T,D) -> (B,T,Dk)
     distance = router = s = y_context = None
@@ -261,7 +261,7 @@ def forward(params, h, e, *, window=None, variant="joint", check=True):
         y = y_own + np.tanh(params["gate"]) * y_context          # (B,T,D)
     else:
         slopes = softplus(params["recency"]) if variant == "recency" else None   # (N,) m
-        distance = np.subtract.outer(np.arange(T), np.arange(T)) if variant == "recency" else None
+        distance = np.subtract.outer(np.arange(T), np.arange(T)) if variant == "recency" else None   # (T,T) t - j
         y, c_attend = attend_forward(q, k, v, score_offset(T, window, slopes=slopes))  # (B,T,D)
     return y, MolkvCache(params, variant, c_hidden, a, c_query, c_attend, distance, router, s,
                          v if variant == "gated" else None, y_context)
@@ -368,7 +368,7 @@ def forward_lut(params, h, ids, luts, *, window=None, variant="joint", check=Tru
     T = h.shape[1]
     k = np.asarray(luts["k"][ids])                               # (B,T) -> (B,T,N,Dk) rows looked up
     v = np.asarray(luts["v"][ids])                               # (B,T) -> (B,T,N,D)
-    slopes = softplus(params["recency"]) if variant == "recency" else None
+    slopes = softplus(params["recency"]) if variant == "recency" else None      # (N,) m, "recency" only
     offset = score_offset(T, window, own=variant != "gated", slopes=slopes)    # (T,T,N or 1)
     return attend_lut(params, h, k, v, variant, offset, own_v=v)
 
@@ -395,9 +395,9 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, variant="joint"
         state = DecodeState(None, None, 0, window, variant)
     k_buffer, _ = kvbuffer.append(state.k_buffer, state.length, k_t, axis=1, keep=window)
     v_buffer, length = kvbuffer.append(state.v_buffer, state.length, v_t, axis=1, keep=window)
-    state = DecodeState(k_buffer, v_buffer, length, window, variant)
+    state = DecodeState(k_buffer, v_buffer, length, window, variant)   # t+1 tokens cached
     k_all, v_all = state.k, state.v                              # (B,t+1,N,Dk), (B,t+1,N,D): the last `window`
-    Tk = k_all.shape[1]
+    Tk = k_all.shape[1]                                          # cached tokens the query sees
     offset = np.zeros((1, Tk, 1), dtype=h_t.dtype)               # (1,Tk,1) everything cached is allowed...
     if variant == "gated":
         offset[0, -1] = -np.inf                                  # ...but "gated" leaves out this token: its own term

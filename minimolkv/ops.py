@@ -245,8 +245,8 @@ def cross_entropy_forward(logits, targets, *, check=True):
     picked = np.take_along_axis(shifted, targets[..., None], axis=-1)   # (...,1) (logits - m)[target]
     p = np.exp(shifted, out=shifted)                                 # (...,V) in place: exp(logits - m)
     total = np.sum(p, axis=-1, keepdims=True)                        # (...,1) >= 1 unless a row is all -inf
-    with np.errstate(divide="ignore"):
-        logp_target = picked - np.log(total)                         # (...,1) log softmax at the target
+    with np.errstate(divide="ignore", invalid="ignore"):             # an all -inf row: log 0, -inf - -inf
+        logp_target = np.where(total > 0, picked - np.log(total), -np.inf)   # (...,1) log softmax at the target
     p /= np.where(total > 0, total, 1.0)                             # (...,V) softmax, for the backward
     loss = -np.mean(logp_target)                                     # scalar
     return loss, CrossEntropyCache(p, targets)

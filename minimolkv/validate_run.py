@@ -13,6 +13,12 @@ import numpy as np
 from minimolkv.validate import one_of, param_dict, positive_int, token_ids
 
 
+def non_negative_int(value, name, note=""):
+    """An integer >= 0 (numpy integers too); bool is refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0{note}, got {value!r}")
+
+
 # ----------------------------------------------------------------------------
 # the model and generation (model.py imports this module, so these import model lazily)
 # ----------------------------------------------------------------------------
@@ -24,8 +30,7 @@ def config(c, kinds, variants):
     for name in ("vocab_size", "context_len", "d_model", "n_layers", "n_heads",
                  "n_experts", "d_expert", "d_key", "top_k"):
         positive_int(getattr(c, name), name)
-    if isinstance(c.d_ff, bool) or not isinstance(c.d_ff, (int, np.integer)) or c.d_ff < 0:
-        raise ValueError(f"d_ff must be an integer >= 0 (0: no dense FFN), got {c.d_ff!r}")
+    non_negative_int(c.d_ff, "d_ff", " (0: no dense FFN)")
     positive_int(c.window, "window", allow_none=True)
     if c.d_model % c.n_heads:
         raise ValueError(f"n_heads={c.n_heads} must divide d_model={c.d_model}")
@@ -101,8 +106,7 @@ def generate_args(params, config, prompt, n_tokens, temperature, top_k, luts):
     token_ids(prompt, config.vocab_size, "prompt_ids")
     if prompt.ndim != 2 or prompt.shape[1] == 0:
         raise ValueError(f"prompt_ids must be a non-empty (T0,) or (B,T0) array, got shape {prompt.shape}")
-    if isinstance(n_tokens, bool) or not isinstance(n_tokens, (int, np.integer)) or n_tokens < 0:
-        raise ValueError(f"n_tokens must be an integer >= 0, got {n_tokens!r}")
+    non_negative_int(n_tokens, "n_tokens")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
             or not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
@@ -130,10 +134,8 @@ def settings(s):
         _number(getattr(s, name), name, "a finite number > 0", lambda v: v > 0)
     _number(s.min_lr_ratio, "min_lr_ratio", "a number in [0, 1]", lambda v: 0 <= v <= 1)
     _number(s.weight_decay, "weight_decay", "a finite number >= 0", lambda v: v >= 0)
-    if isinstance(s.warmup, bool) or not isinstance(s.warmup, (int, np.integer)) or s.warmup < 0:
-        raise ValueError(f"warmup must be an integer >= 0, got {s.warmup!r}")
-    if isinstance(s.seed, bool) or not isinstance(s.seed, (int, np.integer)) or s.seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {s.seed!r}")
+    non_negative_int(s.warmup, "warmup")
+    non_negative_int(s.seed, "seed")
     one_of(s.dtype, "dtype", ("float32", "float64"))
 
 
@@ -143,8 +145,7 @@ def data_spec(d):
         raise ValueError(f"the data name must be 'shakespeare', 'stdlib', 'synthetic' or a path, got {d.name!r}")
     one_of(d.tokenizer, "tokenizer", ("bpe", "byte"))
     positive_int(d.vocab_size, "vocab_size")
-    if isinstance(d.seed, bool) or not isinstance(d.seed, (int, np.integer)) or d.seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {d.seed!r}")
+    non_negative_int(d.seed, "seed")
 
 
 def optimizer_state(opt, params, step):

@@ -5,6 +5,7 @@ suite stays within two minutes on a 2-core machine.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("MINIMOLKV_FAST", "1")
 # The tiny matmuls here run fastest on one BLAS thread; with several, OpenBLAS
@@ -13,3 +14,6 @@ os.environ.setdefault("MINIMOLKV_FAST", "1")
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The BPE encodings (data._encoded) are cached in a folder of this test session, not in
+# ~/.cache: the tests neither depend on nor leave what an earlier run or version left there.
+os.environ.setdefault("MINIMOLKV_CACHE", tempfile.mkdtemp(prefix="minimolkv-test-cache-"))

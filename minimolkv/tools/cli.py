@@ -41,7 +41,7 @@ def cmd_gradcheck(args):
               file=sys.stderr)
         return 2
     print("Gradient checks: centred differences (h = 1e-5) in float64, contracted with a random\n"
-          f"upstream gradient; relative error = max|a-b| / max(|a|+|b|). Seed {args.seed}.\n")
+          f"upstream gradient; relative error = max|a-b| / max(1e-8, max(|a|+|b|)). Seed {args.seed}.\n")
     n_pass = n_fail = 0
     for name in names:
         start = time.perf_counter()
@@ -149,7 +149,7 @@ def build_parser():
                    help="bytes per stored number (2 = fp16 as in the MoLE paper, 4 = float32)")
     p.set_defaults(func=cmd_info, parser=p)
 
-    p = sub.add_parser("train", help="train a tiny model (default: MoLKV on the stdlib corpus)",
+    p = sub.add_parser("train", help="train a tiny model (default: MoLKV on Shakespeare's plays)",
                        description="Train a tiny language model, print progress, save checkpoints, "
                                    "a loss curve and a sample. With no options: the default MoLKV "
                                    "model on the built-in corpus, a few minutes on a laptop CPU.")
