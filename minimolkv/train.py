@@ -128,7 +128,6 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
     config, s = run["config"], run["settings"]
     validate_run.model_params(params, config)           # once: the steps below run unchecked
     check_fits(dataset, config.context_len)
-    get_batch(dataset.train, s.batch_size, config.context_len, np.random.default_rng(0))   # checks, once
     run.setdefault("last_checkpoint", None)
     end = s.steps if stop_after is None else min(s.steps, stop_after)
     tokens_per_step = s.batch_size * config.context_len
@@ -136,7 +135,8 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
     while run["step"] < end:
         step = run["step"]
         lr = lr_schedule(step, s.steps, s.lr, min(s.warmup, s.steps - 1), s.min_lr_ratio)
-        x, y = get_batch(dataset.train, s.batch_size, config.context_len, rng, check=False)   # (B,T), (B,T)
+        x, y = get_batch(dataset.train, s.batch_size, config.context_len, rng,
+                         check=step == start_step)                   # (B,T), (B,T); checked once
         loss, _, cache = model.forward(params, config, x, y, check=False)
         if not math.isfinite(loss):
             raise TrainingDiverged(diverged(run, f"the loss became {loss} at step {step + 1}", out_dir))

@@ -133,11 +133,11 @@ def interrupt_at_batch(k):
         calls = []
         real = train.get_batch
 
-        def get_batch(*args):
+        def get_batch(*args, **kwargs):
             calls.append(1)
             if len(calls) == k:
                 raise KeyboardInterrupt
-            return real(*args)
+            return real(*args, **kwargs)
         monkeypatch.setattr(train, "get_batch", get_batch)
     return prepare
 
