@@ -167,8 +167,8 @@ def save(runs, rows, curves, references, folder, title, command):
     from minimolkv.tools import plots
     os.makedirs(folder, exist_ok=True)
     md = os.path.join(folder, "results.md")
-    refs = "".join(f"\n\nIdeal predictors on the same validation windows: {k} {v:.3f}"
-                   for k, v in references.items())
+    refs = ("\n\nIdeal predictors on the same validation windows: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in references.items())) if references else ""
     with open(md, "w") as f:
         f.write(f"# {title}\n\nReproduce: `{command}`{refs}\n\n{markdown_table(rows)}\n")
     path_rows = os.path.join(folder, "results.csv")

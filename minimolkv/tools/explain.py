@@ -21,7 +21,8 @@ reads molkv-seed0.npz, molkv-recency-seed0.npz and molkv-gated-seed0.npz (saved 
     python -m minimolkv.tools.explain --summary docs/results/e1-* --out docs/results/e1-summary.png
 
 draws the paired per-seed differences of every entry to MoLE, and of the MoLKV
-variants to the control, one panel per results folder (from their runs.csv).
+variants to the control, one panel per results folder (from their runs.csv), and
+writes the same numbers as a table (e1-summary.md).
 """
 
 import argparse
@@ -79,18 +80,37 @@ def paired(folder, against):
             for entry, by_seed in loss.items() if entry != against}
 
 
+def verdict(mean, half):
+    """The rule of docs/experiments.md: the whole 95 % interval below 0 beats, above 0 loses."""
+    return "beats" if mean + half < 0 else "loses" if mean - half > 0 else "ties"
+
+
 def summary(folders, out):
-    """The figure of E1's answer: paired differences to MoLE, and of the MoLKV variants to the control."""
+    """The figure of E1's answer: paired differences to MoLE, and of the MoLKV variants to the
+    control; the same numbers as a Markdown table beside it (out with .md)."""
     from minimolkv.tools import plots
     panels = {}
+    lines = ["| results | entry | − mole | verdict | − control | verdict |", "|---|---|---|---|---|---|"]
     for folder in folders:
         name = os.path.basename(os.path.normpath(folder)).removeprefix("e1-")
         to_mole = paired(folder, "mole")
         to_control = {f"{k} - control": v for k, v in paired(folder, "control").items() if k.startswith("molkv")}
         panels[f"{name}: entry - mole  /  molkv variant - control"] = {**to_mole, **to_control}
+        for entry, (mean, half) in to_mole.items():
+            c_mean, c_half = to_control.get(f"{entry} - control", (None, None))
+            against_control = ("–", "") if c_mean is None else (f"{c_mean:+.4f} ± {c_half:.4f}",
+                                                                 verdict(c_mean, c_half))
+            lines.append(f"| {name} | {entry} | {mean:+.4f} ± {half:.4f} | {verdict(mean, half)} | "
+                         f"{against_control[0]} | {against_control[1]} |")
     plots.paired_differences(panels, path=out, title="E1: paired per-seed differences of the final validation "
                              "loss, mean ± 95% interval (below 0: better)")
-    print(f"saved {out}")
+    table = os.path.splitext(out)[0] + ".md"
+    with open(table, "w") as f:
+        f.write("Paired per-seed differences of the final validation loss (nats), mean ± 95 % t-interval; "
+                "verdicts by the rule of docs/experiments.md (beats: the whole interval below 0).\n\n"
+                + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"saved {out} and {table}")
 
 
 def main(argv=None):
