@@ -401,7 +401,8 @@ def paired_differences(panels, path=None, title="", xlabel="paired difference (n
         for i, (label, (mean, half)) in enumerate(values.items()):
             colour = "C2" if mean + half < 0 else "C3" if mean - half > 0 else "C7"
             ax.errorbar(mean, i, xerr=half, fmt="o", color=colour, capsize=4, lw=2)
-            ax.annotate(f"{mean:+.3f} ± {half:.3f}", (mean, i), xytext=(0, 6), textcoords="offset points",
+            digits = 4 if max(abs(mean), half) < 0.01 else 3          # small differences: one more digit
+            ax.annotate(f"{mean:+.{digits}f} ± {half:.{digits}f}", (mean, i), xytext=(0, 6), textcoords="offset points",
                         ha="center", fontsize=7)
         ax.axvline(0.0, color="grey", ls="--", lw=1)
         ax.set_yticks(range(len(values)), list(values), fontsize=8)
