@@ -136,8 +136,9 @@ def main(argv=None):
     found = profiles(args.params, base, windows)
     if not found:
         p.error(f"no molkv*-seed0.npz in {args.params}")
+    sized = f", {args.sizes}" if args.sizes else ""
     plots.molkv_attention_profiles(found, path=args.out, title=f"MoLKV attention on {args.data} "
-                                   f"({args.windows} validation windows, seed 0)")
+                                   f"({args.windows} validation windows, seed 0{sized})")
     for entry, prof in found.items():
         for when in ("init", "trained"):
             own = prof[when]["own"]
