@@ -151,6 +151,17 @@ def _trained_bpe(text, vocab_size):
     return BPETokenizer.train(text, vocab_size)
 
 
+@functools.lru_cache(maxsize=4)
+def _synthetic_val(vocab_size, seed):
+    """The synthetic task's validation chain, drawn from the seed. Stepping 65,536 tokens
+    one at a time takes about a second, and a process (a test session, a lesson) asks
+    for the same chain again and again: kept, read-only, for the next call."""
+    tables = corpora.SyntheticStream(vocab_size, seed).tables
+    val = corpora.synthetic_chains(1, SYNTHETIC_VAL_TOKENS, tables, np.random.default_rng([seed, 1]))[0]
+    val.flags.writeable = False                                      # shared by every caller
+    return val
+
+
 def _encoded(train_text, val_text, vocab_size):
     """(tokenizer, train ids, val ids) with BPE, kept on disk: training BPE on the
     5 MB Shakespeare text and encoding it takes seconds, and every run, lesson and
@@ -195,7 +206,7 @@ def load_dataset(name_or_path, tokenizer="bpe", vocab_size=512, seed=0, val_frac
     """
     if name_or_path == "synthetic":
         stream = corpora.SyntheticStream(vocab_size, seed)
-        val = corpora.synthetic_chains(1, SYNTHETIC_VAL_TOKENS, stream.tables, np.random.default_rng([seed, 1]))[0]
+        val = _synthetic_val(vocab_size, seed)                       # (SYNTHETIC_VAL_TOKENS,)
         desc = (f"synthetic: an endless stream of fresh windows (V={vocab_size}, task seed {seed}), "
                 f"validation one chain of {len(val)} tokens")
         return Dataset(stream, val, IdTokenizer(corpora.synthetic_names(vocab_size)), desc)

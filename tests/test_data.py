@@ -259,6 +259,20 @@ def test_synthetic_stream_is_fresh_follows_the_rule_and_matches_the_chain():
         assert abs(np.mean(kind(a)) - np.mean(kind(chain))) < 0.02
 
 
+def test_synthetic_validation_chain_is_kept_read_only_and_is_the_seeded_chain():
+    """load_dataset keeps the validation chain per (V, seed) in the process: the same
+    numbers as stepping the chain afresh, shared, so nobody may write into it."""
+    a = load_dataset("synthetic", vocab_size=40, seed=3).val
+    b = load_dataset("synthetic", vocab_size=40, seed=3).val
+    assert a is b and not a.flags.writeable
+    with pytest.raises(ValueError):
+        a[0] = 1
+    tables = SyntheticStream(40, 3).tables
+    fresh = corpora.synthetic_chains(1, len(a), tables, np.random.default_rng([3, 1]))[0]
+    np.testing.assert_array_equal(a, fresh)
+    assert not np.array_equal(load_dataset("synthetic", vocab_size=40, seed=4).val, a)
+
+
 def test_synthetic_reference_losses():
     K = corpora.SYN_KEYS
     ids = synthetic_corpus(30_000, 64, seed=5)
