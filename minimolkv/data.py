@@ -152,14 +152,16 @@ def _trained_bpe(text, vocab_size):
 
 
 @functools.lru_cache(maxsize=4)
-def _synthetic_val(vocab_size, seed):
-    """The synthetic task's validation chain, drawn from the seed. Stepping 65,536 tokens
-    one at a time takes about a second, and a process (a test session, a lesson) asks
-    for the same chain again and again: kept, read-only, for the next call."""
-    tables = corpora.SyntheticStream(vocab_size, seed).tables
-    val = corpora.synthetic_chains(1, SYNTHETIC_VAL_TOKENS, tables, np.random.default_rng([seed, 1]))[0]
-    val.flags.writeable = False                                      # shared by every caller
-    return val
+def _synthetic_task(vocab_size, seed):
+    """(stream, validation chain) of the synthetic task of `seed`. Stepping the 65,536
+    validation tokens one at a time takes about a second, and a process (a test
+    session, a lesson) asks for the same task again and again: both are kept for the
+    next call. The stream holds no state (each call of windows brings its own rng);
+    the chain is read-only, shared by every caller."""
+    stream = corpora.SyntheticStream(vocab_size, seed)
+    val = corpora.synthetic_chains(1, SYNTHETIC_VAL_TOKENS, stream.tables, np.random.default_rng([seed, 1]))[0]
+    val.flags.writeable = False                                      # (SYNTHETIC_VAL_TOKENS,)
+    return stream, val
 
 
 def _encoded(train_text, val_text, vocab_size):
@@ -205,8 +207,7 @@ def load_dataset(name_or_path, tokenizer="bpe", vocab_size=512, seed=0, val_frac
     answers, w<id> fillers).
     """
     if name_or_path == "synthetic":
-        stream = corpora.SyntheticStream(vocab_size, seed)
-        val = _synthetic_val(vocab_size, seed)                       # (SYNTHETIC_VAL_TOKENS,)
+        stream, val = _synthetic_task(vocab_size, seed)              # val (SYNTHETIC_VAL_TOKENS,)
         desc = (f"synthetic: an endless stream of fresh windows (V={vocab_size}, task seed {seed}), "
                 f"validation one chain of {len(val)} tokens")
         return Dataset(stream, val, IdTokenizer(corpora.synthetic_names(vocab_size)), desc)

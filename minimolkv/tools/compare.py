@@ -65,6 +65,12 @@ def mean_interval(values):
     return float(x.mean()), float(t * x.std(ddof=1) / math.sqrt(len(x)))
 
 
+def verdict(mean, half):
+    """The rule of docs/experiments.md for a difference (mean, 95 % half-width), below 0
+    better: "beats" when the whole interval is below 0, "loses" when above, else "ties"."""
+    return "beats" if mean + half < 0 else "loses" if mean - half > 0 else "ties"
+
+
 def compare(spec, base, settings, seeds, log=print, entries=ENTRIES, save_params=None):
     """Train each entry for each seed; -> (runs, summary, curves, references).
 

@@ -80,15 +80,11 @@ def paired(folder, against):
             for entry, by_seed in loss.items() if entry != against}
 
 
-def verdict(mean, half):
-    """The rule of docs/experiments.md: the whole 95 % interval below 0 beats, above 0 loses."""
-    return "beats" if mean + half < 0 else "loses" if mean - half > 0 else "ties"
-
-
 def summary(folders, out):
     """The figure of E1's answer: paired differences to MoLE, and of the MoLKV variants to the
     control; the same numbers as a Markdown table beside it (out with .md)."""
     from minimolkv.tools import plots
+    from minimolkv.tools.compare import verdict
     panels = {}
     lines = ["| results | entry | − mole | verdict | − control | verdict |", "|---|---|---|---|---|---|"]
     for folder in folders:

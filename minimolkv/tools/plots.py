@@ -394,12 +394,13 @@ def paired_differences(panels, path=None, title="", xlabel="paired difference (n
     """panels: {panel title: {label: (mean, half-width of a 95 % interval)}}, one panel each,
     points with error bars against a dashed line at 0: green where the whole interval is
     below 0, red where it is above, grey where it crosses 0."""
+    from minimolkv.tools.compare import verdict                     # the rule of docs/experiments.md
     rows = -(-len(panels) // columns)
     n = max(len(v) for v in panels.values())
     fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, (0.42 * n + 1.3) * rows), squeeze=False)
     for ax, (name, values) in zip(axes.ravel(), panels.items()):
         for i, (label, (mean, half)) in enumerate(values.items()):
-            colour = "C2" if mean + half < 0 else "C3" if mean - half > 0 else "C7"
+            colour = {"beats": "C2", "loses": "C3", "ties": "C7"}[verdict(mean, half)]
             ax.errorbar(mean, i, xerr=half, fmt="o", color=colour, capsize=4, lw=2)
             digits = 4 if max(abs(mean), half) < 0.01 else 3          # small differences: one more digit
             ax.annotate(f"{mean:+.{digits}f} ± {half:.{digits}f}", (mean, i), xytext=(0, 6), textcoords="offset points",
