@@ -178,8 +178,8 @@ def decode_step(params, x_t, n_heads, kv=None, *, max_len=None, check=True):
     v = qkv[:, 2 * D:].reshape(B, n_heads, 1, hs)           # (B,D) -> (B,H,1,hs)
     if kv is None:                                          # the first token: empty buffers
         kv = KVCache(None, None, 0)
-    k_buffer, _ = kvbuffer.append(kv.k_buffer, kv.length, k, axis=2)
-    v_buffer, length = kvbuffer.append(kv.v_buffer, kv.length, v, axis=2)
+    k_buffer, _ = kvbuffer.append(kv.k_buffer, kv.length, k, axis=2)          # (B,H,room,hs), room >= t+1
+    v_buffer, length = kvbuffer.append(kv.v_buffer, kv.length, v, axis=2)     # (B,H,room,hs), room >= t+1
     kv = KVCache(k_buffer, v_buffer, length)                # t+1 positions now
     S = (q * scale) @ kv.k.transpose(0, 1, 3, 2)            # (B,H,1,hs) @ (B,H,hs,t+1) -> (B,H,1,t+1)
     P, _ = ops.softmax_forward(S)                           # (B,H,1,t+1)

@@ -117,7 +117,7 @@ def model_setup(kind, seed=0, **sizes):
     rng = np.random.default_rng(seed)
     config = model.Config(**{**dict(vocab_size=11, context_len=8, d_model=8, n_layers=2, n_heads=2,
                                     d_ff=12, kind=kind, n_experts=3, d_expert=6, d_key=4, top_k=2,
-                                    window=3 if kind == "molkv" else None), **sizes})
+                                    window=3 if kind in ("molkv", "ctxattn") else None), **sizes})
     params = model.init(config, seed, dtype=np.float64)
     for name, value in params.items():
         params[name] = gains(rng, value.shape) if value.ndim == 1 else \

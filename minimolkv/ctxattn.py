@@ -33,8 +33,6 @@ import numpy as np
 
 from minimolkv import kvbuffer, molkv, ops, validate
 
-RECENCY_INIT = 0.5          # m starts at ALiBi's first slope, as MoLKV's first expert does
-
 
 class CtxattnCache(NamedTuple):
     params: dict
@@ -61,7 +59,7 @@ def init(rng, d_model, d_key, dtype=np.float64):
         "query": (0.02 * rng.standard_normal((d_model, d_key))).astype(dtype),      # (D,Dk)
         "key": (0.02 * rng.standard_normal((d_model, d_key))).astype(dtype),        # (D,Dk)
         "value": (0.02 * rng.standard_normal((d_model, d_model))).astype(dtype),    # (D,D)
-        "recency": np.log(np.expm1([RECENCY_INIT])).astype(dtype),                  # (1,) softplus -> 0.5
+        "recency": np.log(np.expm1([molkv.RECENCY_INIT])).astype(dtype),  # (1,) m starts as MoLKV's first slope
     }
 
 
@@ -129,8 +127,8 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, check=True):
     v_t = (h_t @ params["value"])[:, None, None]                    # (B,D) -> (B,1,1,D)
     if state is None:                                               # the first token: empty buffers
         state = DecodeState(None, None, 0, window)
-    k_buffer, _ = kvbuffer.append(state.k_buffer, state.length, k_t, axis=1, keep=window)
-    v_buffer, length = kvbuffer.append(state.v_buffer, state.length, v_t, axis=1, keep=window)
+    k_buffer, _ = kvbuffer.append(state.k_buffer, state.length, k_t, axis=1, keep=window)       # (B,room,1,Dk)
+    v_buffer, length = kvbuffer.append(state.v_buffer, state.length, v_t, axis=1, keep=window)  # (B,room,1,D)
     state = DecodeState(k_buffer, v_buffer, length, window)
     k_all = kvbuffer.filled(k_buffer, length, axis=1, keep=window)  # (B,t,1,Dk)
     v_all = kvbuffer.filled(v_buffer, length, axis=1, keep=window)  # (B,t,1,D)

@@ -29,7 +29,7 @@ def step(params, config, layers, tables, ids_t, t, states):
     """Feed one token per sequence: ids_t (B,) at position t -> logits (B,V).
 
     layers:  layer_params(params), looked up once per generate call
-    tables:  layer_params(luts) (MoLE/MoLKV), or None
+    tables:  layer_params(luts): per layer, each block's tables ({} for blocks without)
     states:  one dict per layer, {"attn": KVCache, <block name>: its decode state}; updated
     No input checks here: generate validates once, not per token.
     """
@@ -42,7 +42,7 @@ def step(params, config, layers, tables, ids_t, t, states):
         x = x + a                                                           # (B,D)
         h, _ = ops.rmsnorm_forward(x, p["ln2"])                             # (B,D)
         for name in layer_blocks(config):                                   # x += ffn(h) + experts(h, id)
-            luts = tables[l].get(name, {}) if tables is not None else {}
+            luts = tables[l].get(name, {})                                  # this block's tables
             y, state[name] = BLOCKS[name].module.decode_step(p[name], h, ids_t, luts, state.get(name),
                                                              **options(config, name), check=False)  # (B,D)
             x = x + y                                                       # (B,D)

@@ -16,6 +16,10 @@ then a full buffer of at least 2·keep positions moves those to its front
 instead of growing, so memory stays bounded by the window.
 
     filled(buffer, length, axis, keep)  -> the view of what may be read
+
+The buffers are written in place: a decode state is meant to be stepped
+forward once. To branch (try two next tokens from the same state), copy the
+state's buffers first; views taken earlier may change when a window moves.
 """
 
 import numpy as np
@@ -31,7 +35,7 @@ def append(buffer, length, new, axis, keep=None):
     capacity = buffer.shape[axis]
     if length == capacity:                                    # full
         if keep is not None and capacity >= 2 * keep:         # only the last keep - 1 are still needed
-            last = np.take(buffer, range(capacity - keep + 1, capacity), axis=axis)
+            last = np.take(buffer, range(capacity - keep + 1, capacity), axis=axis)   # keep - 1 along axis
             length = keep - 1
             _region(buffer, axis, 0, length)[...] = last      # move them to the front
         else:                                                 # twice the room, one copy

@@ -210,10 +210,10 @@ def forward(params, config, ids, targets=None, luts=None, *, check=True):
         for name in layer_blocks(config):                                  # x = x + ffn(h) + experts(h, e)
             block = BLOCKS[name].module
             if tables is None:
-                y, c_blocks[name] = block.forward(p[name], h, e, **options(config, name), check=False)
+                y, c_blocks[name] = block.forward(p[name], h, e, **options(config, name), check=False)  # (B,T,D)
             else:
                 y = block.forward_lut(p[name], h, ids, tables[l].get(name, {}), **options(config, name),
-                                      check=False)                         # no expert FFN runs
+                                      check=False)                         # (B,T,D), no expert FFN runs
             x = x + y                                                      # (B,T,D)
         layers.append(LayerCache(c_ln1, c_attn, c_ln2, c_blocks))
     xf, c_lnf = ops.rmsnorm_forward(x, params["ln_f"])                     # (B,T,D)
@@ -243,7 +243,7 @@ def backward(cache, dloss=1.0):
         # x = x + ffn(h) + experts(h, e): the residual passes dx through; each block gets dx
         dh = np.zeros_like(dx)                                             # (B,T,D)
         for name in layer_blocks(config):
-            dh_block, de, g = BLOCKS[name].module.backward(dx, c.blocks[name], check=False)
+            dh_block, de, g = BLOCKS[name].module.backward(dx, c.blocks[name], check=False)  # (B,T,D), (B,T,D) or None
             grads.update({pre + name + "." + k: v for k, v in g.items()})
             dh += dh_block                                                 # h feeds every block: sum
             if de is not None:                                             # MoLE/MoLKV read e too
@@ -292,11 +292,3 @@ def lut_shapes(config):
             tables = spec.module.table_shapes(config.vocab_size, *(getattr(config, f) for f in spec.init_args))
             shapes.update({f"layers.{l}.{name}.{t}": s for t, s in tables.items()})
     return shapes
-
-
-def generate(params, config, prompt_ids, n_tokens, *, temperature=1.0, top_k=None, seed=None, luts=None):
-    """Sample a continuation with the KV caches -- see generate.py, where it lives
-    (the caches are a concept of their own)."""
-    from minimolkv.generate import generate as generate_with_caches
-    return generate_with_caches(params, config, prompt_ids, n_tokens, temperature=temperature, top_k=top_k,
-                                seed=seed, luts=luts)

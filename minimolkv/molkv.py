@@ -393,8 +393,8 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, variant="joint"
     v_t = np.asarray(luts["v"][ids_t])[:, None]                  # (B,) -> (B,1,N,D)
     if state is None:                                            # the first token: empty buffers
         state = DecodeState(None, None, 0, window, variant)
-    k_buffer, _ = kvbuffer.append(state.k_buffer, state.length, k_t, axis=1, keep=window)
-    v_buffer, length = kvbuffer.append(state.v_buffer, state.length, v_t, axis=1, keep=window)
+    k_buffer, _ = kvbuffer.append(state.k_buffer, state.length, k_t, axis=1, keep=window)       # (B,room,N,Dk)
+    v_buffer, length = kvbuffer.append(state.v_buffer, state.length, v_t, axis=1, keep=window)  # (B,room,N,D)
     state = DecodeState(k_buffer, v_buffer, length, window, variant)   # t+1 tokens cached
     k_all, v_all = state.k, state.v                              # (B,t+1,N,Dk), (B,t+1,N,D): the last `window`
     Tk = k_all.shape[1]                                          # cached tokens the query sees
