@@ -128,7 +128,6 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
     config, s = run["config"], run["settings"]
     validate_run.model_params(params, config)           # once: the steps below run unchecked
     check_fits(dataset, config.context_len)
-    run.setdefault("last_checkpoint", None)
     end = s.steps if stop_after is None else min(s.steps, stop_after)
     tokens_per_step = s.batch_size * config.context_len
     start_time, start_step = time.perf_counter(), run["step"]

@@ -362,7 +362,8 @@ def molkv_decode(params, h_t, ids_t, luts, state, window, variant):
     array(state.k, "state.k", shape=(B, None, N, Dk))
     array(state.v, "state.v", shape=(B, state.k.shape[1], N, D))
     if state.k.dtype != dtype or state.v.dtype != dtype:
-        raise TypeError(f"state holds {state.k.dtype} keys but the parameters are {dtype}")
+        raise TypeError(f"state holds {state.k.dtype} keys and {state.v.dtype} values but the parameters "
+                        f"are {dtype}; use one dtype")
 
 
 def attention_params(params, n_heads):
