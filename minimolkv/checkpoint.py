@@ -46,7 +46,7 @@ import numpy as np
 
 from minimolkv import model, validate_run
 from minimolkv.data import DataSpec
-from minimolkv.files import atomic_write, remove_stale_temporaries
+from minimolkv.files import atomic_write, read_npy_header, remove_stale_temporaries
 from minimolkv.optim import state_from_arrays, state_to_arrays
 from minimolkv.tokenizer import tokenizer_from_dict
 
@@ -157,16 +157,7 @@ def read_npz(path):
 
 def _read_npy(f, size, name):
     """One .npy member of `size` bytes -> its array (writable, no copy)."""
-    version = np.lib.format.read_magic(f)
-    if version not in ((1, 0), (2, 0)):
-        raise ValueError(f"checkpoint.npz: {name} is an .npy file of version {version}; expected 1.0 or 2.0")
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read_header(f)               # numpy caps the header at 10,000 bytes
-    if dtype.hasobject:
-        raise ValueError(f"checkpoint.npz holds an object array ({name}); checkpoints hold numbers only "
-                         "and are never unpickled")
-    if dtype.kind not in "biuf":
-        raise ValueError(f"checkpoint.npz: {name} has dtype {dtype}; checkpoints hold numbers only")
+    shape, fortran, dtype = read_npy_header(f, f"checkpoint.npz: {name}")
     nbytes = math.prod(shape) * dtype.itemsize
     if f.tell() + nbytes != size:
         raise ValueError(f"checkpoint.npz: {name}'s header promises shape {shape} ({nbytes} bytes) "

@@ -91,3 +91,19 @@ def format_bytes(n):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
+
+
+def read_npy_header(f, where):
+    """The header of the .npy file open at `f` -> (shape, fortran_order, dtype), f left at the data.
+    Refuses what no file of ours holds: a format version numpy does not write, object arrays
+    (they would need unpickling) and non-numeric dtypes. `where` names the file in errors."""
+    version = np.lib.format.read_magic(f)                # ValueError when it is no .npy at all
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"{where} is an .npy file of version {version}; expected 1.0 or 2.0")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(f)               # numpy caps the header at 10,000 bytes
+    if dtype.hasobject:
+        raise ValueError(f"{where} holds an object array; these files hold numbers only and are never unpickled")
+    if dtype.kind not in "biuf":
+        raise ValueError(f"{where} has dtype {dtype}; these files hold numbers only")
+    return shape, fortran, dtype

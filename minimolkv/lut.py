@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from minimolkv import model
-from minimolkv.files import atomic_write, fingerprint, format_bytes
+from minimolkv.files import atomic_write, fingerprint, format_bytes, read_npy_header
 
 
 def save_lut(path, table):
@@ -50,17 +50,12 @@ def open_lut(path, shape=None, dtype=None):
         raise FileNotFoundError(f"lookup table file {path!r} does not exist")
     with open(path, "rb") as f:
         try:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                file_shape, fortran, file_dtype = np.lib.format.read_array_header_1_0(f)
-            else:
-                file_shape, fortran, file_dtype = np.lib.format.read_array_header_2_0(f)
+            file_shape, fortran, file_dtype = read_npy_header(f, "the file")
         except ValueError as err:
             raise ValueError(f"{path!r} is not a lookup table (.npy) file: {err}") from None
         offset = f.tell()
-    if file_dtype.hasobject or fortran:
-        raise ValueError(f"{path!r} holds a {'Fortran-order' if fortran else 'object'} array; "
-                         "tables are C-order numeric arrays")
+    if fortran:
+        raise ValueError(f"{path!r} holds a Fortran-order array; tables are C-order numeric arrays")
     if shape is not None and tuple(file_shape) != tuple(shape):
         raise ValueError(f"{path!r} holds a table of shape {tuple(file_shape)}, expected {tuple(shape)}")
     if dtype is not None and file_dtype != np.dtype(dtype):
