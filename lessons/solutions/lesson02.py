@@ -25,48 +25,21 @@ def window_mask(T, window):
 
 
 # ----------------------------------------------------------------------------
-# Exercise 2 — the gradient of the values
+# Exercise 2 — the gradient of recency's slopes
 # ----------------------------------------------------------------------------
 
-def values_backward(dy, P):
-    """dy (B,Tq,D), P (B,Tq,Tk,N) -> dv (B,Tk,N,D).
+def recency_backward(dS, distance, recency):
+    """dS (B,Tq,Tk,N) the gradient of the scores, distance (Tq,Tk) t - j, recency (N,)
+    the parameter -> d_recency (N,).
 
-    y[t] = sum_{j,n} P[t,j,n] v[j,n]: v[j,n] is read by every query t that sees it,
-    so its gradient sums over t (through the causal mask, over t >= j). With window 3
-    only t = j, j+1, j+2 see position j: P[t,j,n] = 0 for every other t, and the same
-    einsum needs no mask."""
-    # y[t] = sum_{j,n} P[t,j,n] v[j,n]
-    dv = np.einsum("btjn,btd->bjnd", P, dy)                   # (B,Tk,N,D) dv[j,n] = sum_t P[t,j,n] dy[t]
-    return dv
-
-
-# ----------------------------------------------------------------------------
-# Exercise 3 — the joint softmax's backward
-# ----------------------------------------------------------------------------
-
-def joint_softmax_backward(dP, P):
-    """dP (B,Tq,Tk,N), P (B,Tq,Tk,N) -> dS (B,Tq,Tk,N), where row t of P is ONE
-    softmax over all Tk*N entries (j, n) of row t of S."""
-    # P[t] = softmax of S[t] over (j, n) jointly: dS = P * (dP - sum_{j,n} P dP)
-    inner = np.sum(P * dP, axis=(2, 3), keepdims=True)        # (B,Tq,1,1) over both axes: one softmax per row
-    dS = P * (dP - inner)                                     # (B,Tq,Tk,N) masked entries: P = 0, so dS = 0
-    return dS
-
-
-# ----------------------------------------------------------------------------
-# Exercise 4 — the scores' backward: dq and dk
-# ----------------------------------------------------------------------------
-
-def scores_backward(dS, qs, k):
-    """dS (B,Tq,Tk,N), qs (B,Tq,Dk) the scaled query q / sqrt(Dk), k (B,Tk,N,Dk)
-    -> dq (B,Tq,Dk), dk (B,Tk,N,Dk)."""
-    Dk = qs.shape[-1]
-    # S[t,j,n] = qs[t] · k[j,n]
-    dqs = np.einsum("btjn,bjnk->btk", dS, k)                  # (B,Tq,Dk) sum over every key-value expert (j, n)
-    dk = np.einsum("btjn,btk->bjnk", dS, qs)                  # (B,Tk,N,Dk) sum over every query t
-    # qs = q / sqrt(Dk)
-    dq = dqs / np.sqrt(Dk)                                    # (B,Tq,Dk)
-    return dq, dk
+    Slope n enters every score of expert n: S[t,j,n] -= m[n] (t - j). So
+    dS/dm[n] = -(t - j) at every (b, t, j), and the gradients of all those uses
+    add up. Masked entries need no care: their dS is exactly 0."""
+    # S[t,j,n] = qs[t] · k[j,n] - m[n] (t - j)
+    dm = -np.einsum("btjn,tj->n", dS, distance)                # (N,) summed over b, t, j
+    # m = softplus(recency) = log(1 + exp(recency)):  dm/drecency = sigmoid(recency)
+    sigmoid = 1.0 / (1.0 + np.exp(-recency))                  # (N,)
+    return dm * sigmoid                                       # (N,)
 
 
 # ----------------------------------------------------------------------------
