@@ -1,11 +1,6 @@
-"""Lesson 04's reference solutions and the answer to its question.
-
-Read these after trying the exercises: the notebook falls back on them when an
-exercise cell still holds its stub. Each backward line sits under a comment
-quoting the forward line it differentiates, as in the package (molkv.py).
-
-Letters: B batch, Tq query positions, Tk key positions, N experts, Dk key
-size, D model width; t a query position, j a key position, n an expert.
+"""Lesson 04's reference solutions (the backward of MoLKV's attention) and the answer to
+its question. The notebook falls back on them while an exercise cell holds its stub, so
+read them after trying; the letters are lesson 02's (B, Tq, Tk, N, Dk, D; t, j, n).
 """
 
 import numpy as np
