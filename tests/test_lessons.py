@@ -105,14 +105,24 @@ def test_check_cells_reject_planted_wrong_answers(path, monkeypatch):
             f"(outputs: {[o.get('text', o.get('evalue', ''))[:200] for o in cell.get('outputs', [])]})")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def in_place_cells(nb):
+    """Indices of the exercise cells that carry a right answer computed in place."""
+    return [i for i, c in enumerate(nb.cells) if "in_place" in c.metadata.get("minimolkv", {})]
+
+
+IN_PLACE = [p for p in NOTEBOOKS if in_place_cells(nbformat.read(p, as_version=4))]
+
+
+def test_some_lesson_plants_an_in_place_answer():
+    assert IN_PLACE, "no exercise cell carries metadata minimolkv.in_place: the test below would check nothing"
+
+
+@pytest.mark.parametrize("path", IN_PLACE, ids=lambda p: p.name)
 def test_check_cells_pass_right_answers_computed_in_place(path, monkeypatch):
     monkeypatch.setenv("MINIMOLKV_FAST", "1")
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     nb = nbformat.read(path, as_version=4)
-    planted = [i for i, c in enumerate(nb.cells) if "in_place" in c.metadata.get("minimolkv", {})]
-    if not planted:
-        pytest.skip(f"{path.name} plants no in-place answer")
+    planted = in_place_cells(nb)
     checks = {}                                          # {index of the check cell: "Exercise N"}
     for i in planted:
         nb.cells[i].source = nb.cells[i].metadata["minimolkv"]["in_place"]
