@@ -13,7 +13,11 @@ as soon as it exists):
   a lesson that writes files writes them into a temporary folder;
 * a run with a wrong answer planted in every exercise (each exercise cell's
   metadata["minimolkv"]["wrong"]), top to bottom: every check cell
-  (metadata["minimolkv"]["check"] = "Exercise N") must fail with "Exercise N failed".
+  (metadata["minimolkv"]["check"] = "Exercise N") must fail with "Exercise N failed";
+* where an exercise cell carries metadata["minimolkv"]["in_place"], a right answer
+  that overwrites the arrays it is given: planted, the notebook run up to its check
+  cell, that check must print "Exercise N passed." (a check computes its references
+  before calling the student's function, and passes it copies).
 """
 
 from pathlib import Path
@@ -99,3 +103,34 @@ def test_check_cells_reject_planted_wrong_answers(path, monkeypatch):
         assert errors and errors[0].ename == "AssertionError" and f"{name} failed" in errors[0].evalue, (
             f"{path.name}: the check of {name} did not reject the planted wrong answer "
             f"(outputs: {[o.get('text', o.get('evalue', ''))[:200] for o in cell.get('outputs', [])]})")
+
+
+def in_place_cells(nb):
+    """Indices of the exercise cells that carry a right answer computed in place."""
+    return [i for i, c in enumerate(nb.cells) if "in_place" in c.metadata.get("minimolkv", {})]
+
+
+IN_PLACE = [p for p in NOTEBOOKS if in_place_cells(nbformat.read(p, as_version=4))]
+
+
+def test_some_lesson_plants_an_in_place_answer():
+    assert IN_PLACE, "no exercise cell carries metadata minimolkv.in_place: the test below would check nothing"
+
+
+@pytest.mark.parametrize("path", IN_PLACE, ids=lambda p: p.name)
+def test_check_cells_pass_right_answers_computed_in_place(path, monkeypatch):
+    monkeypatch.setenv("MINIMOLKV_FAST", "1")
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    nb = nbformat.read(path, as_version=4)
+    planted = in_place_cells(nb)
+    checks = {}                                          # {index of the check cell: "Exercise N"}
+    for i in planted:
+        nb.cells[i].source = nb.cells[i].metadata["minimolkv"]["in_place"]
+        j = next(j for j in range(i + 1, len(nb.cells)) if "check" in nb.cells[j].metadata.get("minimolkv", {}))
+        checks[j] = nb.cells[j].metadata["minimolkv"]["check"]
+    nb.cells = nb.cells[: max(checks) + 1]               # run only as far as the last of those checks
+    run_notebook(nb, allow_errors=True)
+    for j, name in checks.items():
+        text = "".join(o.get("text", "") + o.get("evalue", "") for o in nb.cells[j].get("outputs", []))
+        assert f"{name} passed." in text, (f"{path.name}: the check of {name} rejected a right answer that "
+                                           f"changes its inputs in place: {text[:300]!r}")

@@ -25,48 +25,21 @@ def window_mask(T, window):
 
 
 # ----------------------------------------------------------------------------
-# Exercise 2 — the gradient of the values
+# Exercise 2 — the gradient of recency's slopes
 # ----------------------------------------------------------------------------
 
-def values_backward(dy, P):
-    """dy (B,Tq,D), P (B,Tq,Tk,N) -> dv (B,Tk,N,D).
+def recency_backward(dS, distance, recency):
+    """dS (B,Tq,Tk,N) the gradient of the scores, distance (Tq,Tk) t - j, recency (N,)
+    the parameter -> d_recency (N,).
 
-    y[t] = sum_{j,n} P[t,j,n] v[j,n]: v[j,n] is read by every query t that sees it,
-    so its gradient sums over t (through the causal mask, over t >= j). With window 3
-    only t = j, j+1, j+2 see position j: P[t,j,n] = 0 for every other t, and the same
-    einsum needs no mask."""
-    # y[t] = sum_{j,n} P[t,j,n] v[j,n]
-    dv = np.einsum("btjn,btd->bjnd", P, dy)                   # (B,Tk,N,D) dv[j,n] = sum_t P[t,j,n] dy[t]
-    return dv
-
-
-# ----------------------------------------------------------------------------
-# Exercise 3 — the joint softmax's backward
-# ----------------------------------------------------------------------------
-
-def joint_softmax_backward(dP, P):
-    """dP (B,Tq,Tk,N), P (B,Tq,Tk,N) -> dS (B,Tq,Tk,N), where row t of P is ONE
-    softmax over all Tk*N entries (j, n) of row t of S."""
-    # P[t] = softmax of S[t] over (j, n) jointly: dS = P * (dP - sum_{j,n} P dP)
-    inner = np.sum(P * dP, axis=(2, 3), keepdims=True)        # (B,Tq,1,1) over both axes: one softmax per row
-    dS = P * (dP - inner)                                     # (B,Tq,Tk,N) masked entries: P = 0, so dS = 0
-    return dS
-
-
-# ----------------------------------------------------------------------------
-# Exercise 4 — the scores' backward: dq and dk
-# ----------------------------------------------------------------------------
-
-def scores_backward(dS, qs, k):
-    """dS (B,Tq,Tk,N), qs (B,Tq,Dk) the scaled query q / sqrt(Dk), k (B,Tk,N,Dk)
-    -> dq (B,Tq,Dk), dk (B,Tk,N,Dk)."""
-    Dk = qs.shape[-1]
-    # S[t,j,n] = qs[t] · k[j,n]
-    dqs = np.einsum("btjn,bjnk->btk", dS, k)                  # (B,Tq,Dk) sum over every key-value expert (j, n)
-    dk = np.einsum("btjn,btk->bjnk", dS, qs)                  # (B,Tk,N,Dk) sum over every query t
-    # qs = q / sqrt(Dk)
-    dq = dqs / np.sqrt(Dk)                                    # (B,Tq,Dk)
-    return dq, dk
+    Slope n enters every score of expert n: S[t,j,n] -= m[n] (t - j). So
+    dS/dm[n] = -(t - j) at every (b, t, j), and the gradients of all those uses
+    add up. Masked entries need no care: their dS is exactly 0."""
+    # S[t,j,n] = qs[t] · k[j,n] - m[n] (t - j)
+    dm = -np.einsum("btjn,tj->n", dS, distance)                # (N,) summed over b, t, j
+    # m = softplus(recency) = log(1 + exp(recency)):  dm/drecency = sigmoid(recency)
+    sigmoid = 1.0 / (1.0 + np.exp(-recency))                  # (N,)
+    return dm * sigmoid                                       # (N,)
 
 
 # ----------------------------------------------------------------------------
@@ -75,39 +48,42 @@ def scores_backward(dS, qs, k):
 
 ANSWERS = {
     "02-q1": """\
-Compare every cell with the cyan mark on the colour bar, the weight 1/((t+1)N) that a
-perfectly uniform row would give each of the (t+1)N key-value experts. In both layers
-every cell sits within about a factor of five of that mark (the printed largest cell is
-only about twice the uniform weight): no cell comes near 1, and the rightmost column --
-the current token's own four experts -- is not brighter than the rest. The query spreads its weight over the whole
-context. The current token's own experts receive about what any one position receives,
-roughly 1/(t+1) of the total (the printed "own weight" sits next to 1/(t+1)), where MoLE
-gives them weight 1. The printed entropy says the same: within a few percent of
-log((t+1)N), the entropy of the uniform row.
+joint (top): every cell sits near the cyan mark, the weight 1/((t+1)N) a perfectly uniform row
+gives each of the (t+1)N key-value experts. In the committed run (300 steps) the largest cell
+is only about twice that mark, and the current token's own four experts (the rightmost column)
+get 0.024 in all -- the uniform row's 1/(t+1) = 0.023 -- where MoLE gives them 1. The last four
+positions get 0.09, what any four positions get. The query spreads its weight over the whole
+line: y_t is close to the AVERAGE of the values of every token in the context, nearly the same
+vector at every late position, and carries little about the current token. At initialisation
+the row is nearly this flat (the scores are close to 0, not exactly 0); 300 steps have not
+undone it.
 
-What it means for the layer: y[t] is close to the AVERAGE of the values of every token in
-the context. It changes little from one late position to the next and carries little
-about the current token -- the token-specific signal that makes MoLE work is diluted by
-the length of the context. At initialisation the scores are ~0 and the row is exactly
-this flat; 300 steps of training have not undone it. Section 12 measures what that
-costs.""",
+recency (bottom): the weight sits on the last few positions. The current token's experts get
+0.17, about seven times the uniform share, and the last four positions 0.46. The four experts
+look at different ranges, one slope each: expert 0 (the steepest slope, about 0.6 per token
+after training) reads only the last five or so tokens; expert 3 (the flattest, about 0.08)
+still spreads over the whole line. So y_t mixes the current and the last few tokens' values --
+a local, n-gram-like mixture. That is still not MoLE's weight 1 on the current token: recency
+keeps some context, and that is what it is for. (In fast mode, after 10 steps, both rows are
+close to their untrained state: recency's shape then comes from its initial slopes alone.)""",
     "02-q2": """\
-Left panels (own weight sum_n P[t,t,n] by position t; dashed untrained, solid trained):
-joint starts at 1 for t = 0 (a single visible position) and falls like 1/(t+1); its
-trained curve lies on its untrained one -- training has not taught the query to prefer
-the current token. recency starts higher (its slopes penalise distance from the first
-step) and its trained curve moves further up: it learns to keep more weight at home.
-MoLE would be the dotted line at 1.
+Left panels (own weight sum_n P[t,t,n] by position t): joint's trained curve lies on its
+untrained one, and both lie on the uniform row's 1/(t+1) (0.017 and 0.016 at t = 63 after
+training, in layers 0 and 1, against 0.016): its query has not learned to single out the
+current token. recency starts above it (0.126 at t = 63, from its initial slopes alone) and its
+trained curve moves further up (0.22 and 0.19 at t = 63): it learns to keep more weight at
+home.
 
-Right panels (weight by distance t - j, log scale): joint's curve is nearly flat -- a
-token 60 positions back gets within about one decade of the previous token's weight --
-while recency's falls by about three decades over the window: a soft window, learned.
-gated's context attention starts at distance 1 (distance 0 is its MoLE term, drawn at the
-1e-6 floor) and lies on joint's curve: the context it adds is just as diluted, and its
-tanh(gate), in the legend, stays small, so gated remains close to MoLE.
+Right panels (weight by distance d = t - j, log scale): joint's curve lies close to the
+uniform row's reference (about 0.08 against 0.074 at d = 0, 0.015 against 0.016 at d = 63). It
+falls with distance, but so does the reference: only late positions have long distances at
+all, and a late position spreads its weight thinner. So a falling curve is not evidence that
+joint looks near -- the uniform row, which prefers nothing, draws the same curve. recency's
+curve is far from the reference: above it for the last few tokens (0.27 at d = 0), then falling
+by three decades to about 2e-4 at d = 63, well below it. Its slopes grew in training (from 0.5,
+0.25, 0.125, 0.0625 to about 0.6, 0.33, 0.16, 0.08): a soft window, learned.
 
-Put next to E1: recency, the variant that keeps the current and recent tokens in front,
-beats MoLE; gated, which keeps MoLE's term but adds a diluted context through a nearly
-closed gate, ties with MoLE; joint, which hands the current token about 1/(t+1) of the
-weight, loses to MoLE and is no better than the dense model.""",
+Put next to E1 (section 9): recency, the variant that keeps the current and recent tokens in
+front, beats MoLE; joint, which hands the current token about 1/(t+1) of the weight, loses to
+MoLE and is no better than the dense model.""",
 }
