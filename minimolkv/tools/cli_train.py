@@ -97,6 +97,13 @@ def largest_vocab(args):
     return 256 if args.tokenizer == "byte" and args.data != "synthetic" else args.vocab
 
 
+def default_out(config, data):
+    """runs/<kind>-<data>, and runs/molkv-<variant>-<data> for MoLKV: the folder names the
+    variant, since compare's entry "molkv" means joint and train's default is recency."""
+    kind = f"molkv-{config.variant}" if config.kind == "molkv" else config.kind
+    return os.path.join("runs", f"{kind}-{os.path.basename(str(data))}")
+
+
 def cmd_train(args):
     import dataclasses
 
@@ -132,7 +139,7 @@ def cmd_train(args):
         largest = config_from_args(args, args.parser, vocab_size=largest_vocab(args))
         check_memory(args, largest, settings.batch_size, settings.dtype)
         spec = data_spec(args)
-        out = args.out or os.path.join("runs", f"{args.kind}-{os.path.basename(str(args.data))}")
+        out = args.out or default_out(largest, args.data)
         check_out(args, out)
         print(f"Loading data: {args.data} ...", flush=True)
         dataset = load_data(args, spec, largest.context_len)
