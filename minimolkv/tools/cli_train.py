@@ -9,6 +9,7 @@ checkpoint and says how to continue (exit 130).
 import os
 import sys
 
+from minimolkv.progress import Progress
 from minimolkv.tools.options import config_from_args, settings_from_args
 
 
@@ -151,12 +152,15 @@ def cmd_train(args):
     print(format_counts(run["config"]))
     print(f"Training {run['settings'].steps} steps of {run['settings'].batch_size} x "
           f"{run['config'].context_len} tokens; checkpoints in {out}/", flush=True)
+    progress = Progress(sys.stdout)                              # one moving line in a terminal
     try:
-        train.train(run, dataset, out_dir=out, log=lambda line: print(line, flush=True))
+        train.train(run, dataset, out_dir=out, log=progress.keep, status=progress.update)
     except train.TrainingDiverged as err:
+        progress.close()
         print(f"{PROG} train: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        progress.close()
         print(interrupted(run, out), file=sys.stderr)
         return 130
     plot = os.path.join(out, "loss.png")
