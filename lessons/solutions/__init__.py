@@ -43,7 +43,7 @@ def check(name, attempt, reference, test):
     try:
         test(guarded(attempt))
     except NotImplementedError:
-        test(reference)                                  # the reference must pass its own test
+        test(guarded(reference))                         # the reference must pass its own test
         print(f"{name}: not attempted -- using the reference solution. "
               "Replace the stub's `raise NotImplementedError` with your code and run both cells again.")
         return reference
@@ -121,7 +121,7 @@ def _where(err, fn):
     code = getattr(fn, "__code__", None)
     frames = [f for f in traceback.extract_tb(err.__traceback__)
               if code is not None and f.filename == code.co_filename]
-    line = frames[-1].line.strip() if frames and frames[-1].line else ""
+    line = frames[-1].line.split("#")[0].strip() if frames and frames[-1].line else ""   # without a comment
     return f" (at `{line}` in your {fn.__name__})" if line else ""
 
 
