@@ -2,6 +2,7 @@
 
     python lessons/regenerate.py                      # every lessons/*.ipynb
     python lessons/regenerate.py lessons/01_lookup_experts.ipynb
+    python lessons/regenerate.py --no-run NOTEBOOK    # only the normal form below, no kernel
 
 Each notebook runs top to bottom in a fresh python3 kernel (nbclient), in normal
 mode (MINIMOLKV_FAST removed from the kernel's environment), with lessons/ as the
@@ -73,14 +74,16 @@ def regenerate(path, run=True):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python lessons/regenerate.py", description=__doc__.split("\n\n")[0])
     p.add_argument("notebooks", nargs="*", type=Path, help="default: every lessons/*.ipynb")
+    p.add_argument("--no-run", action="store_true",
+                   help="do not execute: only rewrite ids, timestamps, widget state and streams")
     args = p.parse_args(argv)
     paths = args.notebooks or sorted(LESSONS.glob("*.ipynb"))
     missing = [str(x) for x in paths if not x.is_file()]
     if missing:
         p.error(f"no notebook at {missing[0]}; give paths of .ipynb files")
     for path in paths:
-        print(f"running {path} ...", flush=True)
-        regenerate(path)
+        print(f"{'normalising' if args.no_run else 'running'} {path} ...", flush=True)
+        regenerate(path, run=not args.no_run)
     return 0
 
 
