@@ -18,13 +18,15 @@ byte-identical:
 * execution counts 1..n, as tests/test_lessons.py requires.
 """
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from minimolkv.tools.options import Parser
 
 LESSONS = Path(__file__).resolve().parent
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -72,7 +74,7 @@ def regenerate(path, run=True):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python lessons/regenerate.py", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python lessons/regenerate.py", description=__doc__.split("\n\n")[0])     # errors: one line
     p.add_argument("notebooks", nargs="*", type=Path, help="default: every lessons/*.ipynb")
     p.add_argument("--no-run", action="store_true",
                    help="do not execute: only rewrite ids, timestamps, widget state and streams")
@@ -83,7 +85,12 @@ def main(argv=None):
         p.error(f"no notebook at {missing[0]}; give paths of .ipynb files")
     for path in paths:
         print(f"{'normalising' if args.no_run else 'running'} {path} ...", flush=True)
-        regenerate(path, run=not args.no_run)
+        try:
+            regenerate(path, run=not args.no_run)
+        except CellExecutionError as err:                   # the file is left as it was
+            print(f"{p.prog}: error: {path} raised {err.ename}: {err.evalue} (not written); run it in "
+                  "Jupyter to see where", file=sys.stderr)
+            return 1
     return 0
 
 

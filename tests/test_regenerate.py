@@ -54,3 +54,16 @@ def test_a_missing_notebook_is_one_line_and_exit_code_2(tmp_path, capsys):
         raise AssertionError("no exit")
     err = capsys.readouterr().err
     assert "no notebook at" in err and "Traceback" not in err
+
+
+def test_a_notebook_that_raises_is_one_line_exit_1_and_left_as_it_was(tmp_path, capsys):
+    path = tmp_path / "broken.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("1 / 0")]
+    nbformat.write(nb, path)
+    before = path.read_bytes()
+    assert regenerate.main([str(path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "raised ZeroDivisionError: division by zero (not written)" in err and "\n" not in err
+    assert path.read_bytes() == before
