@@ -118,7 +118,7 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10, 
     Returns the run, updated in place; run["last_checkpoint"] names the last
     checkpoint written (or loaded), {"folder", "step", "steps"}, or None.
     log gets each validation's progress line, status (default: log) the ones every
-    log_every steps between them (progress.Progress rewrites those in place in a terminal).
+    log_every steps between them (tools/progress.py rewrites those in place in a terminal).
 
     A NaN or infinite loss, gradient norm, validation loss or parameter stops
     the run with TrainingDiverged before anything non-finite is saved; the

@@ -1,10 +1,10 @@
-"""The main command's progress (minimolkv/progress.py): one line rewritten in place in a
+"""The main command's progress (minimolkv/tools/progress.py): one line rewritten in place in a
 terminal, each validation's line kept; anywhere else every line as it comes."""
 
 import io
 import sys
 
-from minimolkv.progress import Progress
+from minimolkv.tools.progress import Progress
 from minimolkv.tools.cli import main
 
 TINY = ["--data", "synthetic", "--vocab", "64", "--context-len", "16", "--d-model", "16", "--n-layers", "1",
