@@ -163,3 +163,16 @@ def test_checks_name_what_is_wrong(name, monkeypatch):
                         f"{name}: {exercise}'s check said {got!r}, expected {expected!r}"
             run_cell(client, nb.cells[check - 1].source, check - 1)     # the stub: the lesson goes on
             run_cell(client, nb.cells[check].source, check)
+
+
+def test_lesson_03_shows_no_answer_to_exercise_1_before_it():
+    """The accounting that prints MoLKV's table numbers comes after the exercise that asks for them."""
+    nb = nbformat.read(LESSONS / "03_train_tiny_model.ipynb", as_version=4)
+    stub = next(i for i, c in enumerate(nb.cells) if c.metadata.get("minimolkv", {}).get("wrong", "").startswith(
+        "def molkv_table_numbers"))
+    answers = ("327,680", "2,560", "147,584")                  # lut_numbers, bytes_per_token, replaced
+    shown = [(i, a) for i, c in enumerate(nb.cells[:stub]) for a in answers
+             if a in c.source or any(a in str(o) for o in c.get("outputs", []))]
+    assert not shown, f"cells before exercise 1 show its answers: {shown}"
+    after = "".join(str(o) for c in nb.cells[stub + 1:stub + 5] for o in c.get("outputs", []))
+    assert all(a in after for a in answers)                     # and the cells right after do show them
