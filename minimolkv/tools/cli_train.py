@@ -9,8 +9,8 @@ checkpoint and says how to continue (exit 130).
 import os
 import sys
 
-from minimolkv.tools.progress import Progress
 from minimolkv.tools.options import config_from_args, settings_from_args
+from minimolkv.tools.progress import Progress
 
 
 # ----------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def add_config_args(p, with_kind=True, with_vocab=True):
         p.add_argument("--kind", choices=KINDS, default=None, help="expert kind (default molkv)")
         p.add_argument("--variant", choices=VARIANTS, default=None,
                        help="MoLKV formulation (default recency, the one that beats MoLE in experiment E1; "
-                            "joint is the paper's literal reading; docs/design.md 3.2)")
+                            "joint reads the paper's abstract literally; docs/design.md 3.2)")
     defaults = Config()
     for name in CONFIG_ARGS:
         if name == "vocab_size" and not with_vocab:
