@@ -220,7 +220,7 @@ CHECKS = {
     "model (dense)": lambda seed: check_model("dense", seed),
     "model (moe)": lambda seed: check_model("moe", seed),
     "model (mole)": lambda seed: check_model("mole", seed),
-    "model (molkv)": lambda seed: check_model("molkv", seed),
+    "model (molkv)": lambda seed: check_model("molkv", seed, variant="joint"),   # Config's default is recency
     "model (molkv, recency)": lambda seed: check_model("molkv", seed, variant="recency"),
     "model (molkv, gated)": lambda seed: check_model("molkv", seed, variant="gated"),
     "ctxattn": check_ctxattn,

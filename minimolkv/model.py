@@ -74,7 +74,7 @@ class Config:
     d_expert: int = 128           # F, each expert's hidden size
     d_key: int = 16               # Dk, MoLKV key size
     window: int | None = None     # MoLKV, ctxattn: attend over the last `window` tokens only
-    variant: str = "joint"        # MoLKV formulation: "joint" | "recency" | "gated" (molkv.py)
+    variant: str = "recency"      # MoLKV formulation: "recency" | "joint" | "gated" (molkv.py; E1 picked recency)
     top_k: int = 2                # MoE: experts kept per token
 
     def __post_init__(self):

@@ -65,6 +65,7 @@ def format_counts(config, itemsize=4):
         ("activated per token (no embeddings)", f"{n['activated']:,}"),
     ]
     width = max(len(r[0]) for r in rows)
-    head = f"kind={config.kind}  V={config.vocab_size} D={config.d_model} L={config.n_layers} " \
+    kind = f"{config.kind} ({config.variant})" if config.kind == "molkv" else config.kind
+    head = f"kind={kind}  V={config.vocab_size} D={config.d_model} L={config.n_layers} " \
            f"N={config.n_experts} F={config.d_expert} Dk={config.d_key} d_ff={config.d_ff}"
     return "\n".join([head] + [f"  {a:<{width}}  {b}" for a, b in rows])

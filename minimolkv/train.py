@@ -109,7 +109,7 @@ def progress_line(step, total, loss, val, tok_per_s, eta_s):
 
 
 @np.errstate(over="ignore", invalid="ignore", divide="ignore")   # the checks below say it once
-def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
+def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10, status=None):
     """Train `run` (from new_run or checkpoint.load) up to run["settings"].steps.
 
     out_dir: where checkpoints go (None: keep nothing on disk).
@@ -117,6 +117,8 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
     interruption on purpose, e.g. to show that resuming is exact.
     Returns the run, updated in place; run["last_checkpoint"] names the last
     checkpoint written (or loaded), {"folder", "step", "steps"}, or None.
+    log gets each validation's progress line, status (default: log) the ones every
+    log_every steps between them (tools/progress.py rewrites those in place in a terminal).
 
     A NaN or infinite loss, gradient norm, validation loss or parameter stops
     the run with TrainingDiverged before anything non-finite is saved; the
@@ -169,7 +171,7 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
         else:
             run["metrics"].append(row)
             if done % log_every == 0:
-                log(progress_line(done, s.steps, float(loss), None, tok_per_s, eta))
+                (status or log)(progress_line(done, s.steps, float(loss), None, tok_per_s, eta))
     return run
 
 

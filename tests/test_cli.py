@@ -45,6 +45,14 @@ def test_info_counts_any_size_without_allocating(capsys):
     assert "D=100000000" in out and "trained parameters" in out
 
 
+def test_info_names_the_molkv_variant_recency_by_default(capsys):
+    assert main(["info"]) == 0 and main(["info", "--variant", "joint"]) == 0
+    recency, joint = capsys.readouterr().out.split("kind=")[1:]
+    assert recency.startswith("molkv (recency)") and joint.startswith("molkv (joint)")
+    assert "resident in RAM at inference         170,312" in recency     # the query and 2 x 4 slopes
+    assert "resident in RAM at inference         170,304" in joint
+
+
 def test_memory_estimate_is_close_to_a_measured_train_step():
     """memory.activation_bytes against tracemalloc's peak of one forward + backward."""
     import tracemalloc

@@ -10,7 +10,7 @@ from minimolkv import model
 from minimolkv.tools import explain
 
 TINY = model.Config(vocab_size=40, context_len=24, d_model=16, n_layers=2, n_heads=2, d_ff=32,
-                    n_experts=3, d_expert=16, d_key=4, kind="molkv")
+                    n_experts=3, d_expert=16, d_key=4, kind="molkv", variant="joint")   # the dilution is joint's
 
 
 def windows(n=6, seed=3):

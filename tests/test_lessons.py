@@ -49,7 +49,7 @@ def test_committed_copy_is_one_clean_run(path):
               for i, c in enumerate(code) for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, f"{path.name}: committed with error outputs (count, name, message): {errors}"
     timed = [counts[i] for i, c in enumerate(code) if "execution" in c.metadata]
-    assert not timed, f"{path.name}: cells {timed} carry timestamps (run nbconvert with record_timing=False)"
+    assert not timed, f"{path.name}: cells {timed} carry timestamps (regenerate it: python lessons/regenerate.py)"
     first = code[0].source
     assert 'OPENBLAS_NUM_THREADS' in first and first.index("OPENBLAS_NUM_THREADS") < first.index("import numpy"), \
         f"{path.name}: the first code cell must set OPENBLAS_NUM_THREADS before numpy is imported"

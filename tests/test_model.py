@@ -142,7 +142,9 @@ def test_count_params_follows_the_formulas():
     n = count_params(c)
     assert n["lut"] == 3 * 100 * 4 * (4 + 16) and n["loaded"] == 3 * 4 * (4 + 16)
     dense = count_params(dataclasses.replace(c, kind="dense"))
-    assert n["ram"] == dense["ram"] + 3 * 16 * 4              # only the query stays in RAM
+    assert n["ram"] == dense["ram"] + 3 * 16 * 4 + 3 * 4      # the query and recency's N slopes stay in RAM
+    joint = count_params(dataclasses.replace(c, variant="joint"))
+    assert joint["ram"] == dense["ram"] + 3 * 16 * 4          # joint: only the query
     mole = count_params(dataclasses.replace(c, kind="mole"))
     assert mole["ram"] == dense["ram"] + 3 * 16 * 4           # only the router stays in RAM
     moe = count_params(dataclasses.replace(c, kind="moe", top_k=2))

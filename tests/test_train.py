@@ -107,6 +107,21 @@ def test_a_non_finite_loss_stops_with_a_clear_message(tmp_path):
     assert checkpoint.load(tmp_path)["step"] == 10   # the good one is still there
 
 
+def test_train_without_options_trains_recency_and_variant_joint_keeps_the_literal_reading(tmp_path,
+                                                                                         monkeypatch):
+    """The MoLKV users meet first is E1's winner; the folder names the variant."""
+    monkeypatch.chdir(tmp_path)                                  # the default --out is under runs/
+    tiny = ["--data", "synthetic", "--vocab", "64", "--steps", "2", "--eval-every", "2", "--context-len", "16",
+            "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--d-ff", "32", "--d-expert", "16", "--d-key", "4"]
+    assert main(["train", *tiny]) == 0
+    run = checkpoint.load(tmp_path / "runs" / "molkv-recency-synthetic")
+    assert (run["config"].kind, run["config"].variant) == ("molkv", "recency")
+    assert "layers.0.molkv.recency" in run["params"]
+    assert main(["train", *tiny, "--variant", "joint"]) == 0
+    run = checkpoint.load(tmp_path / "runs" / "molkv-joint-synthetic")
+    assert run["config"].variant == "joint" and "layers.0.molkv.recency" not in run["params"]
+
+
 def test_train_and_sample_commands_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--kind", "molkv", "--data", "synthetic", "--vocab", "64", "--steps", "4",

@@ -44,7 +44,8 @@ def _header(results):
         f"load average (1 min) at the start {env['load']}; {results['wall_s']:.0f} s in all",
         _noise_note(results["others_cpu"], env["threads"]),
         f"Config: V={c.vocab_size} T={c.context_len} D={c.d_model} L={c.n_layers} H={c.n_heads} "
-        f"d_ff={c.d_ff} N={c.n_experts} F={c.d_expert} Dk={c.d_key} window={c.window} top_k={c.top_k}; "
+        f"d_ff={c.d_ff} N={c.n_experts} F={c.d_expert} Dk={c.d_key} window={c.window} top_k={c.top_k} "
+        f"molkv variant={c.variant}; "
         "float32",
         f"Matmul peak: {s.matmul_n}x{s.matmul_n} float32 @, best of {s.matmul_repeats}: "
         f"{results['peak_gflops']:.1f} GFLOP/s. At this model's FFN shape "

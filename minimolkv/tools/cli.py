@@ -156,7 +156,8 @@ def build_parser():
     add_config_args(p, with_vocab=False)
     add_training_args(p)
     p.add_argument("--seed", type=non_negative_int, default=None, help="default 0")
-    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/<kind>-<data>)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/<kind>-<data>; "
+                                                                "MoLKV: runs/molkv-<variant>-<data>)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run saved in DIR up to --steps")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (without it, train refuses to touch it)")

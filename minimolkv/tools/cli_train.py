@@ -10,6 +10,7 @@ import os
 import sys
 
 from minimolkv.tools.options import config_from_args, settings_from_args
+from minimolkv.tools.progress import Progress
 
 
 # ----------------------------------------------------------------------------
@@ -97,6 +98,13 @@ def largest_vocab(args):
     return 256 if args.tokenizer == "byte" and args.data != "synthetic" else args.vocab
 
 
+def default_out(config, data):
+    """runs/<kind>-<data>, and runs/molkv-<variant>-<data> for MoLKV: the folder names the
+    variant, since compare's entry "molkv" means joint and train's default is recency."""
+    kind = f"molkv-{config.variant}" if config.kind == "molkv" else config.kind
+    return os.path.join("runs", f"{kind}-{os.path.basename(str(data))}")
+
+
 def cmd_train(args):
     import dataclasses
 
@@ -132,7 +140,7 @@ def cmd_train(args):
         largest = config_from_args(args, args.parser, vocab_size=largest_vocab(args))
         check_memory(args, largest, settings.batch_size, settings.dtype)
         spec = data_spec(args)
-        out = args.out or os.path.join("runs", f"{args.kind}-{os.path.basename(str(args.data))}")
+        out = args.out or default_out(largest, args.data)
         check_out(args, out)
         print(f"Loading data: {args.data} ...", flush=True)
         dataset = load_data(args, spec, largest.context_len)
@@ -144,12 +152,15 @@ def cmd_train(args):
     print(format_counts(run["config"]))
     print(f"Training {run['settings'].steps} steps of {run['settings'].batch_size} x "
           f"{run['config'].context_len} tokens; checkpoints in {out}/", flush=True)
+    progress = Progress(sys.stdout)                              # one moving line in a terminal
     try:
-        train.train(run, dataset, out_dir=out, log=lambda line: print(line, flush=True))
+        train.train(run, dataset, out_dir=out, log=progress.keep, status=progress.update)
     except train.TrainingDiverged as err:
+        progress.close()
         print(f"{PROG} train: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        progress.close()
         print(interrupted(run, out), file=sys.stderr)
         return 130
     plot = os.path.join(out, "loss.png")

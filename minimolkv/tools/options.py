@@ -66,7 +66,8 @@ def add_config_args(p, with_kind=True, with_vocab=True):
     if with_kind:
         p.add_argument("--kind", choices=KINDS, default=None, help="expert kind (default molkv)")
         p.add_argument("--variant", choices=VARIANTS, default=None,
-                       help="MoLKV formulation (default joint; docs/design.md)")
+                       help="MoLKV formulation (default recency, the one that beats MoLE in experiment E1; "
+                            "joint reads the paper's abstract literally; docs/design.md 3.2)")
     defaults = Config()
     for name in CONFIG_ARGS:
         if name == "vocab_size" and not with_vocab:
