@@ -127,6 +127,22 @@ def cmd_bench(args):
 
 
 # ----------------------------------------------------------------------------
+# vectors
+# ----------------------------------------------------------------------------
+
+def cmd_vectors(args):
+    from minimolkv.files import writable_folder
+    from minimolkv.tools import vectors
+    try:
+        writable_folder(args.out, "--out")
+    except ValueError as err:
+        fail(args, str(err))
+    names = vectors.write(args.out)
+    print(f"{len(names)} cases (float64 .npz) and README.md written to {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------
 
 def build_parser():
     parser = Parser(prog="python -m minimolkv",
@@ -201,6 +217,14 @@ def build_parser():
     add_kinds_arg(p, "measure")
     p.add_argument("--quick", action="store_true", help="a tiny model and few repeats (seconds; for tests)")
     p.set_defaults(func=cmd_bench, parser=p)
+
+    p = sub.add_parser("vectors", help="write reference vectors (float64 .npz) for porting the blocks",
+                       description="Write, for every block, MoLKV variant and one small model of each "
+                                   "kind, the inputs, parameters, outputs, gradients under a fixed "
+                                   "upstream gradient, lookup tables and decoding steps, in float64 "
+                                   ".npz files with a README of names, shapes and formulas.")
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write into")
+    p.set_defaults(func=cmd_vectors, parser=p)
     return parser
 
 
