@@ -34,7 +34,7 @@ def trained_model(steps=300):
     """The default MoLKV model, variant recency, after `steps` steps on Shakespeare (kept in CACHE)."""
     try:
         run = checkpoint.load(CACHE)
-        if run["step"] == steps:
+        if run.step == steps:
             return run
     except (FileNotFoundError, ValueError):
         pass
@@ -49,7 +49,7 @@ def trained_model(steps=300):
 def main(argv=None):
     args = argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_known_args(argv)[1]
     run = trained_model()
-    params, config, tok = run["params"], run["config"], run["tokenizer"]
+    params, config, tok = run.params, run.config, run.tokenizer
     ids = tok.encode(LINE)[None]                                              # (1,T) one line of verse
     _, _, cache = model.forward(params, config, ids)                          # the whole model, once
     xhat, rstd, w = cache.layers[0].ln2                                       # h = rmsnorm(x, ln2) of layer 0

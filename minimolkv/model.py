@@ -174,7 +174,8 @@ class LayerCache(NamedTuple):
     ln1: ops.RmsnormCache               # a_in = rmsnorm(x, ln1)
     attn: attention.AttentionCache      # a = attn(a_in)
     ln2: ops.RmsnormCache               # h = rmsnorm(x, ln2)
-    blocks: dict                        # {block name: its cache}: the dense FFN and/or the experts
+    ffn: object                         # ffn.FfnCache of ffn(h); None when d_ff = 0
+    experts: object                     # the expert block's cache (moe, mole, molkv, ctxattn); None for dense
 
 
 class ModelCache(NamedTuple):
@@ -187,47 +188,64 @@ class ModelCache(NamedTuple):
     loss: ops.CrossEntropyCache | None  # None without targets
 
 
-def forward(params, config, ids, targets=None, luts=None, *, check=True):
+def forward(params, config, ids, targets=None, luts=None, *, layers=None, check=True):
     """ids (B,T) -> (loss or None, logits (B,T,V), cache).
 
     luts: from build_luts; then MoLE/MoLKV layers look up instead of running
     their expert FFNs (inference mode: no cache, no backward).
+    layers: layer_params(params), when the caller made it once (train does, per run).
     check=False: the caller has validated params, ids and targets (train does, once).
     """
     if check:
         validate_run.model_forward(params, config, ids, targets, luts)
     B, T = ids.shape
-    tables = layer_params(luts, config.n_layers) if luts is not None else None
+    c = config
+    tables = layer_params(luts, c.n_layers) if luts is not None else None
+    layers = layer_params(params, c.n_layers) if layers is None else layers
     e, c_emb = ops.embedding_forward(ids, params["tok_emb"])               # (B,T) -> (B,T,D)
     x = e + params["pos_emb"][:T]                                          # (B,T,D)
-    layers = []
-    for l, p in enumerate(layer_params(params, config.n_layers)):
+    caches = []
+    for l, p in enumerate(layers):
         a_in, c_ln1 = ops.rmsnorm_forward(x, p["ln1"])                     # (B,T,D)
-        a, c_attn = attention.forward(p["attn"], a_in, config.n_heads, check=False)  # (B,T,D)
+        a, c_attn = attention.forward(p["attn"], a_in, c.n_heads, check=False)  # (B,T,D)
         x = x + a                                                          # (B,T,D)
         h, c_ln2 = ops.rmsnorm_forward(x, p["ln2"])                        # (B,T,D)
-        c_blocks = {}
-        for name in layer_blocks(config):                                  # x = x + ffn(h) + experts(h, e)
-            block = BLOCKS[name].module
-            if tables is None:
-                y, c_blocks[name] = block.forward(p[name], h, e, **options(config, name), check=False)  # (B,T,D)
-            else:
-                y = block.forward_lut(p[name], h, ids, tables[l].get(name, {}), **options(config, name),
-                                      check=False)                         # (B,T,D), no expert FFN runs
+        c_ffn = c_experts = None
+        # x = x + ffn(h) + experts(h, e)
+        if c.d_ff:
+            y, c_ffn = ffn.forward(p["ffn"], h, check=False)               # (B,T,D) the dense FFN
             x = x + y                                                      # (B,T,D)
-        layers.append(LayerCache(c_ln1, c_attn, c_ln2, c_blocks))
+        if c.kind == "moe":
+            y, c_experts = moe.forward(p["moe"], h, top_k=c.top_k, check=False)          # (B,T,D)
+        elif c.kind == "mole" and tables is None:
+            y, c_experts = mole.forward(p["mole"], h, e, check=False)                     # (B,T,D)
+        elif c.kind == "mole":                                             # from the tables: no expert FFN runs
+            y = mole.forward_lut(p["mole"], h, ids, tables[l]["mole"], check=False)       # (B,T,D)
+        elif c.kind == "molkv" and tables is None:
+            y, c_experts = molkv.forward(p["molkv"], h, e, window=c.window, variant=c.variant,
+                                         check=False)                                     # (B,T,D)
+        elif c.kind == "molkv":                                            # from the tables: no expert FFN runs
+            y = molkv.forward_lut(p["molkv"], h, ids, tables[l]["molkv"], window=c.window, variant=c.variant,
+                                  check=False)                                            # (B,T,D)
+        elif c.kind == "ctxattn":
+            y, c_experts = ctxattn.forward(p["ctxattn"], h, window=c.window, check=False)  # (B,T,D)
+        if c.kind != "dense":
+            x = x + y                                                      # (B,T,D)
+        caches.append(LayerCache(c_ln1, c_attn, c_ln2, c_ffn, c_experts))
     xf, c_lnf = ops.rmsnorm_forward(x, params["ln_f"])                     # (B,T,D)
     logits, c_head = ops.linear_forward(xf, params["lm_head"])             # (B,T,D) -> (B,T,V)
     loss, c_loss = None, None
     if targets is not None:
         loss, c_loss = ops.cross_entropy_forward(logits, targets, check=False)   # scalar
-    cache = None if luts is not None else ModelCache(config, c_emb, layers, c_lnf, c_head, c_loss)
+    cache = None if luts is not None else ModelCache(config, c_emb, caches, c_lnf, c_head, c_loss)
     return loss, logits, cache
 
 
-def backward(cache, dloss=1.0):
-    """The gradient of the loss with respect to every parameter (same keys, shapes)."""
-    validate_run.model_cache(cache)
+def backward(cache, dloss=1.0, *, check=True):
+    """The gradient of the loss with respect to every parameter (same keys, shapes).
+    check=False: cache is model.forward's with targets, dloss a number (train's steps)."""
+    if check:
+        validate_run.model_cache(cache)
     config, c_emb, layers, c_lnf, c_head, c_loss = cache
     grads = {}
     # loss = cross_entropy(logits, targets)
@@ -237,15 +255,29 @@ def backward(cache, dloss=1.0):
     # xf = rmsnorm(x, ln_f)
     dx, grads["ln_f"] = ops.rmsnorm_backward(dxf, c_lnf)                   # (B,T,D)
     de_experts = np.zeros_like(dx)                                         # (B,T,D) summed over layers
+    kind = config.kind
     for l in reversed(range(config.n_layers)):
         pre = f"layers.{l}."
         c = layers[l]
         # x = x + ffn(h) + experts(h, e): the residual passes dx through; each block gets dx
         dh = np.zeros_like(dx)                                             # (B,T,D)
-        for name in layer_blocks(config):
-            dh_block, de, g = BLOCKS[name].module.backward(dx, c.blocks[name], check=False)  # (B,T,D), (B,T,D) or None
-            grads.update({pre + name + "." + k: v for k, v in g.items()})
-            dh += dh_block                                                 # h feeds every block: sum
+        if config.d_ff:
+            dh_ffn, _, g = ffn.backward(dx, c.ffn, check=False)            # (B,T,D)
+            for k, v in g.items():
+                grads[pre + "ffn." + k] = v
+            dh += dh_ffn                                                   # h feeds every block: sum
+        if kind != "dense":
+            if kind == "moe":
+                dh_experts, de, g = moe.backward(dx, c.experts, check=False)       # (B,T,D), None
+            elif kind == "mole":
+                dh_experts, de, g = mole.backward(dx, c.experts, check=False)      # (B,T,D), (B,T,D)
+            elif kind == "molkv":
+                dh_experts, de, g = molkv.backward(dx, c.experts, check=False)     # (B,T,D), (B,T,D)
+            else:
+                dh_experts, de, g = ctxattn.backward(dx, c.experts, check=False)   # (B,T,D), None
+            for k, v in g.items():
+                grads[pre + kind + "." + k] = v
+            dh += dh_experts                                               # h feeds every block: sum
             if de is not None:                                             # MoLE/MoLKV read e too
                 de_experts += de                                           # e feeds every layer's experts
         # h = rmsnorm(x, ln2)
@@ -253,7 +285,8 @@ def backward(cache, dloss=1.0):
         dx = dx + dx_ln2                                                   # x feeds h and the residual
         # x = x + a, a = attn(a_in)
         da_in, g = attention.backward(dx, c.attn, check=False)             # (B,T,D)
-        grads.update({pre + "attn." + k: v for k, v in g.items()})
+        for k, v in g.items():
+            grads[pre + "attn." + k] = v
         # a_in = rmsnorm(x, ln1)
         dx_ln1, grads[pre + "ln1"] = ops.rmsnorm_backward(da_in, c.ln1)    # (B,T,D)
         dx = dx + dx_ln1                                                   # x feeds a_in and the residual

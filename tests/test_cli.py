@@ -76,5 +76,5 @@ def test_d_ff_zero_means_no_dense_ffn(tmp_path, capsys):
     assert main(args) == 0
     assert "d_ff=0" in capsys.readouterr().out
     from minimolkv import checkpoint
-    names = checkpoint.load(tmp_path)["params"]
+    names = checkpoint.load(tmp_path).params
     assert not any(".ffn." in k for k in names) and any(".mole." in k for k in names)   # no dense FFN built

@@ -45,7 +45,7 @@ def attention_profile(params, config, windows):
     own, by_distance, gates = [], [], []
     T = windows.shape[1] - 1
     for l, layer in enumerate(cache.layers):
-        P = layer.blocks["molkv"].attend.P.sum(axis=-1)                  # (B,T,T) over the N experts
+        P = layer.experts.attend.P.sum(axis=-1)                  # (B,T,T) over the N experts
         own.append(np.einsum("btt->t", P) / len(P))                       # (T,) sum_n P[t,t,n], batch mean
         by_distance.append([np.mean(np.diagonal(P, offset=-d, axis1=1, axis2=2)) for d in range(T)])
         gate = params.get(f"layers.{l}.molkv.gate")
