@@ -82,10 +82,9 @@ def forward(params, h, e=None, *, window=None, check=True):
     q, c_query = ops.linear_forward(h, params["query"])             # (B,T,D) -> (B,T,Dk)
     k, c_key = ops.linear_forward(h, params["key"])                 # (B,T,D) -> (B,T,Dk)
     v, c_value = ops.linear_forward(h, params["value"])             # (B,T,D) -> (B,T,D)
-    slopes = molkv.softplus(params["recency"])                      # (1,) m
-    offset = molkv.score_offset(T, window, slopes=slopes)           # (T,T,1) mask and -m (t - j)
+    slopes = ops.softplus(params["recency"])                        # (1,) m
+    offset, distance = ops.score_offset(T, T, window, slopes=slopes)   # (T,T,1) mask and -m (t - j), (T,T)
     y, c_attend = molkv.attend_forward(q, k[:, :, None], v[:, :, None], offset)   # one "expert": N = 1
-    distance = np.subtract.outer(np.arange(T), np.arange(T))        # (T,T) t - j
     return y, CtxattnCache(params, c_query, c_key, c_value, c_attend, distance)
 
 
@@ -98,7 +97,7 @@ def backward(dy, cache, *, check=True):
     dq, dk, dv, dS = molkv.attend_backward(dy, c.attend)            # (B,T,Dk), (B,T,1,Dk), (B,T,1,D), (B,T,T,1)
     # S[t,j] -= m (t - j),  m = softplus(recency)
     dm = -np.sum(dS[..., 0] * c.distance.astype(dS.dtype))          # scalar
-    d_recency = (dm * molkv.sigmoid(c.params["recency"])).astype(dS.dtype)   # (1,)
+    d_recency = (dm * ops.sigmoid(c.params["recency"])).astype(dS.dtype)   # (1,)
     # q = h @ query, k = h @ key, v = h @ value: h feeds all three, so dh sums them
     dh_q, d_query = ops.linear_backward(dq, c.query)                # (B,T,D), (D,Dk)
     dh_k, d_key = ops.linear_backward(dk[:, :, 0], c.key)           # (B,T,D), (D,Dk)
@@ -132,8 +131,7 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, check=True):
     state = DecodeState(k_buffer, v_buffer, length, window)
     k_all = kvbuffer.filled(k_buffer, length, axis=1, keep=window)  # (B,t,1,Dk)
     v_all = kvbuffer.filled(v_buffer, length, axis=1, keep=window)  # (B,t,1,D)
-    distance = np.arange(k_all.shape[1] - 1, -1, -1)                # (t,) t - j: the newest is 0
-    offset = -(molkv.softplus(params["recency"]) * distance[:, None])[None]   # (1,t,1)
+    offset, _ = ops.score_offset(1, k_all.shape[1], window, slopes=ops.softplus(params["recency"]))  # (1,t,1)
     q = h_t[:, None] @ params["query"]                              # (B,1,D) -> (B,1,Dk)
     y, _ = molkv.attend_forward(q, k_all, v_all, offset)            # (B,1,D)
     return y.reshape(B, -1), state

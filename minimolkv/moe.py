@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minimolkv import experts, ops, validate
+from minimolkv import ops, validate
 
 
 class MoeCache(NamedTuple):
@@ -112,9 +112,9 @@ def forward(params, h, e=None, *, top_k=2, check=True):
     g = pk / kept_mass                                              # (B,T,N)  gates, sum to 1
 
     # the experts, dense: every token through every expert
-    z = experts.matmul_shared(h, params["up"])                      # (B,T,D) -> (B,T,N,F)  h @ up[n]
+    z = ops.matmul_shared(h, params["up"])                      # (B,T,D) -> (B,T,N,F)  h @ up[n]
     a, c_gelu = ops.gelu_forward(z)                                 # (B,T,N,F)
-    u = experts.matmul_per_expert(a, params["down"])                # (B,T,N,F) -> (B,T,N,D)  a[n] @ down[n]
+    u = ops.matmul_per_expert(a, params["down"])                # (B,T,N,F) -> (B,T,N,D)  a[n] @ down[n]
 
     # the mixture
     y = np.einsum("btn,btnd->btd", g, u)                            # (B,T,N),(B,T,N,D) -> (B,T,D)
@@ -130,11 +130,11 @@ def backward(dy, cache, *, check=True):
     dg = np.einsum("btd,btnd->btn", dy, c.u)                        # (B,T,N)
     du = c.g[..., None] * dy[:, :, None, :]                         # (B,T,N,D)  0 for unselected experts
     # u[n] = a[n] @ down[n]
-    da, d_down = experts.matmul_per_expert_backward(du, c.a, c.params["down"])  # (B,T,N,F), (N,F,D)
+    da, d_down = ops.matmul_per_expert_backward(du, c.a, c.params["down"])  # (B,T,N,F), (N,F,D)
     # a = gelu(z)
     dz = ops.gelu_backward(da, c.gelu)                              # (B,T,N,F)
     # z[n] = h @ up[n]
-    dh, d_up = experts.matmul_shared_backward(dz, c.h, c.params["up"])  # (B,T,D), (N,D,F)
+    dh, d_up = ops.matmul_shared_backward(dz, c.h, c.params["up"])  # (B,T,D), (N,D,F)
     # g = pk / kept_mass, kept_mass = sum(pk):
     #   dpk_n = dg_n / kept_mass - sum_m dg_m pk_m / kept_mass^2 = (dg_n - sum_m dg_m g_m) / kept_mass
     dpk = (dg - np.sum(dg * c.g, axis=-1, keepdims=True)) / c.kept_mass   # (B,T,N)

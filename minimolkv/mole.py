@@ -38,14 +38,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minimolkv import experts, ops, validate
+from minimolkv import ops, validate
 
 
 class MoleCache(NamedTuple):
     params: dict
     router: ops.LinearCache        # logits = h @ router
     s: np.ndarray                  # (B,T,N) router weights
-    hidden: experts.HiddenCache    # a = gelu(rmsnorm(e, norm) @ up[n])
+    hidden: ops.ExpertHiddenCache    # a = gelu(rmsnorm(e, norm) @ up[n])
     a: np.ndarray                  # (B,T,N,F)
     u: np.ndarray                  # (B,T,N,D) expert outputs
 
@@ -80,8 +80,8 @@ def experts_forward(params, e):
     Used by forward (e = the batch's embeddings) and by build_lut (e = the
     whole embedding table), so the table holds exactly what training computed.
     """
-    a, c_hidden = experts.hidden_forward(params["norm"], params["up"], e)   # (...,N,F)
-    u = experts.matmul_per_expert(a, params["down"])                       # (...,N,F) -> (...,N,D)
+    a, c_hidden = ops.expert_hidden_forward(params["norm"], params["up"], e)   # (...,N,F)
+    u = ops.matmul_per_expert(a, params["down"])                       # (...,N,F) -> (...,N,D)
     return u, a, c_hidden
 
 
@@ -106,9 +106,9 @@ def backward(dy, cache, *, check=True):
     ds = np.einsum("btd,btnd->btn", dy, c.u)                               # (B,T,N)
     du = c.s[..., None] * dy[:, :, None, :]                                # (B,T,N,D)
     # u[n] = a[n] @ down[n]
-    da, d_down = experts.matmul_per_expert_backward(du, c.a, c.params["down"])  # (B,T,N,F), (N,F,D)
+    da, d_down = ops.matmul_per_expert_backward(du, c.a, c.params["down"])  # (B,T,N,F), (N,F,D)
     # a[n] = gelu(rmsnorm(e, norm) @ up[n])
-    de, d_norm, d_up = experts.hidden_backward(da, c.hidden)              # (B,T,D), (D,), (N,D,F)
+    de, d_norm, d_up = ops.expert_hidden_backward(da, c.hidden)              # (B,T,D), (D,), (N,D,F)
     # s = softmax(logits)
     dlogits = ops.softmax_backward(ds, c.s)                                # (B,T,N)
     # logits = h @ router

@@ -63,7 +63,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minimolkv import experts, kvbuffer, ops, validate
+from minimolkv import kvbuffer, ops, validate
 
 VARIANTS = ("joint", "recency", "gated")
 RECENCY_INIT = 0.5         # m[n] starts at ALiBi's slopes 0.5, 0.25, 0.125, ... one per expert
@@ -77,17 +77,27 @@ class AttendCache(NamedTuple):
 
 
 class MolkvCache(NamedTuple):
+    """What forward keeps for backward, variants "joint" and "recency"."""
     params: dict
     variant: str
-    hidden: experts.HiddenCache    # a = gelu(rmsnorm(e, norm) @ up[n])
+    hidden: ops.ExpertHiddenCache  # a = gelu(rmsnorm(e, norm) @ up[n])
     a: np.ndarray                  # (B,T,N,F)
     query: ops.LinearCache         # q = h @ query
     attend: AttendCache            # the attention over key-value experts
-    distance: np.ndarray | None    # (T,T) t - j; "recency" only
-    router: ops.LinearCache | None  # "gated" only: MoLE's router logits = h @ router
-    s: np.ndarray | None           # (B,T,N) "gated": router weights
-    v: np.ndarray | None           # (B,T,N,D) "gated": the current token's values
-    y_context: np.ndarray | None   # (B,T,D) "gated": the attention term before the gate
+    distance: np.ndarray           # (T,T) t - j; "recency"'s gradient reads it
+
+
+class GatedCache(NamedTuple):
+    """What gated_forward keeps for gated_backward (variant "gated")."""
+    params: dict
+    hidden: ops.ExpertHiddenCache  # a = gelu(rmsnorm(e, norm) @ up[n])
+    a: np.ndarray                  # (B,T,N,F)
+    query: ops.LinearCache         # q = h @ query
+    attend: AttendCache            # the attention over the earlier tokens' key-value experts
+    router: ops.LinearCache        # MoLE's router logits = h @ router
+    s: np.ndarray                  # (B,T,N) router weights
+    v: np.ndarray                  # (B,T,N,D) the current token's values
+    y_context: np.ndarray          # (B,T,D) the attention term before the gate
 
 
 class DecodeState(NamedTuple):
@@ -157,42 +167,23 @@ def experts_forward(params, e):
     Used by forward (e = the batch's embeddings) and by build_lut (e = the
     whole embedding table), so the tables hold exactly what training computed.
     """
-    a, c_hidden = experts.hidden_forward(params["norm"], params["up"], e)    # (...,N,F) as in MoLE
-    k = experts.matmul_per_expert(a, params["down_k"])                      # (...,N,F) -> (...,N,Dk)
-    v = experts.matmul_per_expert(a, params["down_v"])                      # (...,N,F) -> (...,N,D)
+    a, c_hidden = ops.expert_hidden_forward(params["norm"], params["up"], e)   # (...,N,F) as in MoLE
+    k = ops.matmul_per_expert(a, params["down_k"])                          # (...,N,F) -> (...,N,Dk)
+    v = ops.matmul_per_expert(a, params["down_v"])                          # (...,N,F) -> (...,N,D)
     return k, v, a, c_hidden
 
 
 def experts_backward(dk, dv, params, a, c_hidden):
     """dk (...,N,Dk), dv (...,N,D) -> de (...,D), and grads of norm, up, down_k, down_v."""
     # v[n] = a[n] @ down_v[n]
-    da_v, d_down_v = experts.matmul_per_expert_backward(dv, a, params["down_v"])   # (...,N,F), (N,F,D)
+    da_v, d_down_v = ops.matmul_per_expert_backward(dv, a, params["down_v"])       # (...,N,F), (N,F,D)
     # k[n] = a[n] @ down_k[n]
-    da_k, d_down_k = experts.matmul_per_expert_backward(dk, a, params["down_k"])   # (...,N,F), (N,F,Dk)
+    da_k, d_down_k = ops.matmul_per_expert_backward(dk, a, params["down_k"])       # (...,N,F), (N,F,Dk)
     # a feeds both heads: the two gradients meet here and add
     da = da_k + da_v                                                             # (...,N,F)
     # a[n] = gelu(rmsnorm(e, norm) @ up[n]): MoLE's hidden layer
-    de, d_norm, d_up = experts.hidden_backward(da, c_hidden)                     # (...,D)
+    de, d_norm, d_up = ops.expert_hidden_backward(da, c_hidden)                  # (...,D)
     return de, {"norm": d_norm, "up": d_up, "down_k": d_down_k, "down_v": d_down_v}
-
-
-def score_offset(T, window, own=True, slopes=None):
-    """What is added to the scores S (T,T,N): 0 where position t may see j, -inf
-    elsewhere; minus slopes[n] * (t - j) where slopes (N,) are given ("recency").
-
-    Allowed: t - window < j <= t (window None: every j <= t); own=False also
-    drops j = t (the "gated" variant's context is the earlier tokens only).
-    """
-    t = np.arange(T)[:, None]                                   # (T,1) query positions
-    j = np.arange(T)[None, :]                                   # (1,T) key positions
-    allowed = (j <= t) if own else (j < t)                      # (T,T) causal: never the future
-    if window is not None:
-        allowed &= j > t - window                               # only the last `window` positions
-    dtype = np.float64 if slopes is None else slopes.dtype
-    offset = np.where(allowed, 0.0, -np.inf).astype(dtype)[:, :, None]   # (T,T,1)
-    if slopes is not None:
-        offset = offset - slopes * (t - j)[:, :, None]          # (T,T,N): -inf stays -inf
-    return offset
 
 
 def attend_forward(q, k, v, offset=None):
@@ -246,35 +237,19 @@ def attend_backward(dy, cache):
 
 def forward(params, h, e, *, window=None, variant="joint", check=True):
     """h (B,T,D), e (B,T,D) -> y (B,T,D), cache. window: None or an integer >= 1.
+    Variants "joint" and "recency" here; "gated" is gated_forward (called from here).
     check=False: the caller has validated the inputs (the model does, once)."""
     if check:
         validate.molkv_forward(params, h, e, window, variant)
+    if variant == "gated":
+        return gated_forward(params, h, e, window=window)
     T = h.shape[1]                                               # positions
     k, v, a, c_hidden = experts_forward(params, e)               # (B,T,N,Dk), (B,T,N,D)
     q, c_query = ops.linear_forward(h, params["query"])          # (B,T,D) -> (B,T,Dk)
-    distance = router = s = y_context = None
-    if variant == "gated":
-        y_context, c_attend = attend_forward(q, k, v, score_offset(T, window, own=False))  # (B,T,D)
-        logits, router = ops.linear_forward(h, params["router"])  # (B,T,D) -> (B,T,N)
-        s, _ = ops.softmax_forward(logits)                       # (B,T,N)
-        y_own = np.einsum("btn,btnd->btd", s, v)                 # (B,T,D) MoLE's term
-        y = y_own + np.tanh(params["gate"]) * y_context          # (B,T,D)
-    else:
-        slopes = softplus(params["recency"]) if variant == "recency" else None   # (N,) m
-        distance = np.subtract.outer(np.arange(T), np.arange(T)) if variant == "recency" else None   # (T,T) t - j
-        y, c_attend = attend_forward(q, k, v, score_offset(T, window, slopes=slopes))  # (B,T,D)
-    return y, MolkvCache(params, variant, c_hidden, a, c_query, c_attend, distance, router, s,
-                         v if variant == "gated" else None, y_context)
-
-
-def softplus(x):
-    """log(1 + exp(x)), computed without overflow; its derivative is sigmoid(x)."""
-    return np.logaddexp(0.0, x)
-
-
-def sigmoid(x):
-    """1 / (1 + exp(-x)) = exp(-softplus(-x)), computed without overflow."""
-    return np.exp(-np.logaddexp(0.0, -x))
+    slopes = ops.softplus(params["recency"]) if variant == "recency" else None   # (N,) m, "recency" only
+    offset, distance = ops.score_offset(T, T, window, slopes=slopes)   # (T,T,N or 1) mask (and -m (t - j)), (T,T)
+    y, c_attend = attend_forward(q, k, v, offset)                # (B,T,D)
+    return y, MolkvCache(params, variant, c_hidden, a, c_query, c_attend, distance)
 
 
 def backward(dy, cache, *, check=True):
@@ -293,36 +268,69 @@ def backward(dy, cache, *, check=True):
           da[n] = dk[n] @ down_k[n]^T + dv[n] @ down_v[n]^T   (a feeds both heads: sum)
       a = gelu(z), z[n] = ê @ up[n], ê = rmsnorm(e, norm)
           the ops backwards; dê sums the N experts' contributions.
-    docs/molkv_backward.md walks through it; the variants add one step each (below).
+    docs/molkv_backward.md walks through it; "recency" adds one step (below),
+    "gated" is gated_backward (called from here).
     """
     c = cache
     if check:
         validate.gradient(dy, c.attend.P.shape[:2] + c.attend.v_flat.shape[-1:], c.attend.P.dtype)
+    if isinstance(c, GatedCache):
+        return gated_backward(dy, c)
     grads = {}
-    dy_attend = dy                                               # (B,T,D)
-    if c.variant == "gated":
-        gate = np.tanh(c.params["gate"])                         # (1,)
-        # y = y_own + tanh(gate) * y_context
-        grads["gate"] = np.sum(dy * c.y_context) * (1.0 - gate * gate)   # (1,)  d tanh = 1 - tanh^2
-        dy_attend = gate * dy                                    # (B,T,D) into y_context
-        # y_own = sum_n s[n] * v[n]
-        ds = np.einsum("btd,btnd->btn", dy, c.v)                 # (B,T,N)
-        dv_own = c.s[..., None] * dy[:, :, None, :]              # (B,T,N,D)
-        # s = softmax(h @ router)
-        dlogits = ops.softmax_backward(ds, c.s)                  # (B,T,N)
-        dh_router, grads["router"] = ops.linear_backward(dlogits, c.router)  # (B,T,D), (D,N)
-    # y (or y_context) = attention of q over the key-value experts (k, v)
-    dq, dk, dv, dS = attend_backward(dy_attend, c.attend)        # (B,T,Dk), (B,T,N,Dk), (B,T,N,D), (B,T,T,N)
+    # y = attention of q over the key-value experts (k, v)
+    dq, dk, dv, dS = attend_backward(dy, c.attend)               # (B,T,Dk), (B,T,N,Dk), (B,T,N,D), (B,T,T,N)
     if c.variant == "recency":
         # S[t,j,n] -= m[n] (t - j),  m = softplus(recency):  dm/drecency = sigmoid(recency)
         dm = -np.einsum("btjn,tj->n", dS, c.distance.astype(dS.dtype))       # (N,)
-        grads["recency"] = dm * sigmoid(c.params["recency"])                 # (N,)
-    if c.variant == "gated":
-        dv = dv + dv_own                                         # v feeds both terms: the gradients add
+        grads["recency"] = dm * ops.sigmoid(c.params["recency"])             # (N,)
     # q = h @ query
     dh, grads["query"] = ops.linear_backward(dq, c.query)        # (B,T,D), (D,Dk)
-    if c.variant == "gated":
-        dh = dh + dh_router                                      # h feeds the query and the router
+    # k, v = the expert FFNs of e
+    de, expert_grads = experts_backward(dk, dv, c.params, c.a, c.hidden)   # (B,T,D)
+    grads.update(expert_grads)
+    return dh, de, grads
+
+
+# ----------------------------------------------------------------------------
+# variant "gated": MoLE's term for the current token + a gated attention over
+# the earlier tokens' key-value experts
+# ----------------------------------------------------------------------------
+
+def gated_forward(params, h, e, *, window=None):
+    """h (B,T,D), e (B,T,D) -> y (B,T,D), cache (inputs validated by forward):
+        y[t] = sum_n s[t,n] v[t,n] + tanh(gate) * sum_{j<t,n} P[t,j,n] v[j,n]."""
+    T = h.shape[1]                                               # positions
+    k, v, a, c_hidden = experts_forward(params, e)               # (B,T,N,Dk), (B,T,N,D)
+    q, c_query = ops.linear_forward(h, params["query"])          # (B,T,D) -> (B,T,Dk)
+    offset, _ = ops.score_offset(T, T, window, own=False)        # (T,T,1) the earlier positions only
+    y_context, c_attend = attend_forward(q, k, v, offset)        # (B,T,D)
+    logits, c_router = ops.linear_forward(h, params["router"])   # (B,T,D) -> (B,T,N)
+    s, _ = ops.softmax_forward(logits)                           # (B,T,N)
+    y_own = np.einsum("btn,btnd->btd", s, v)                     # (B,T,D) MoLE's term
+    y = y_own + np.tanh(params["gate"]) * y_context              # (B,T,D)
+    return y, GatedCache(params, c_hidden, a, c_query, c_attend, c_router, s, v, y_context)
+
+
+def gated_backward(dy, cache):
+    """dy (B,T,D) -> dh (B,T,D), de (B,T,D), grads (the keys of params)."""
+    c = cache
+    grads = {}
+    gate = np.tanh(c.params["gate"])                             # (1,)
+    # y = y_own + tanh(gate) * y_context
+    grads["gate"] = np.sum(dy * c.y_context) * (1.0 - gate * gate)   # (1,)  d tanh = 1 - tanh^2
+    dy_context = gate * dy                                       # (B,T,D) into y_context
+    # y_own = sum_n s[n] * v[n]
+    ds = np.einsum("btd,btnd->btn", dy, c.v)                     # (B,T,N)
+    dv_own = c.s[..., None] * dy[:, :, None, :]                  # (B,T,N,D)
+    # s = softmax(h @ router)
+    dlogits = ops.softmax_backward(ds, c.s)                      # (B,T,N)
+    dh_router, grads["router"] = ops.linear_backward(dlogits, c.router)  # (B,T,D), (D,N)
+    # y_context = attention of q over the earlier key-value experts (k, v)
+    dq, dk, dv, _ = attend_backward(dy_context, c.attend)        # (B,T,Dk), (B,T,N,Dk), (B,T,N,D)
+    dv = dv + dv_own                                             # v feeds both terms: the gradients add
+    # q = h @ query
+    dh, grads["query"] = ops.linear_backward(dq, c.query)        # (B,T,D), (D,Dk)
+    dh = dh + dh_router                                          # h feeds the query and the router
     # k, v = the expert FFNs of e
     de, expert_grads = experts_backward(dk, dv, c.params, c.a, c.hidden)   # (B,T,D)
     grads.update(expert_grads)
@@ -368,8 +376,8 @@ def forward_lut(params, h, ids, luts, *, window=None, variant="joint", check=Tru
     T = h.shape[1]
     k = np.asarray(luts["k"][ids])                               # (B,T) -> (B,T,N,Dk) rows looked up
     v = np.asarray(luts["v"][ids])                               # (B,T) -> (B,T,N,D)
-    slopes = softplus(params["recency"]) if variant == "recency" else None      # (N,) m, "recency" only
-    offset = score_offset(T, window, own=variant != "gated", slopes=slopes)    # (T,T,N or 1)
+    slopes = ops.softplus(params["recency"]) if variant == "recency" else None  # (N,) m, "recency" only
+    offset, _ = ops.score_offset(T, T, window, own=variant != "gated", slopes=slopes)   # (T,T,N or 1)
     return attend_lut(params, h, k, v, variant, offset, own_v=v)
 
 
@@ -398,11 +406,7 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, variant="joint"
     state = DecodeState(k_buffer, v_buffer, length, window, variant)   # t+1 tokens cached
     k_all, v_all = state.k, state.v                              # (B,t+1,N,Dk), (B,t+1,N,D): the last `window`
     Tk = k_all.shape[1]                                          # cached tokens the query sees
-    offset = np.zeros((1, Tk, 1), dtype=h_t.dtype)               # (1,Tk,1) everything cached is allowed...
-    if variant == "gated":
-        offset[0, -1] = -np.inf                                  # ...but "gated" leaves out this token: its own term
-    if variant == "recency":
-        distance = np.arange(Tk - 1, -1, -1)                     # (Tk,) t - j: the newest is 0
-        offset = offset - softplus(params["recency"]) * distance[None, :, None]   # (1,Tk,N)
+    slopes = ops.softplus(params["recency"]) if variant == "recency" else None  # (N,) m, "recency" only
+    offset, _ = ops.score_offset(1, Tk, window, own=variant != "gated", slopes=slopes)   # (1,Tk,N or 1)
     y = attend_lut(params, h_t[:, None], k_all, v_all, variant, offset, own_v=v_t)   # (B,1,D)
     return y.reshape(B, -1), state
