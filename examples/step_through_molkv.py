@@ -13,7 +13,7 @@ molkv.forward and molkv.backward on them: the calls to step into.
 
 docs/debugging.md says where to break, what to watch, and how to step over
 NumPy's internals (with --pdb the debugger already skips numpy and
-minimolkv.validate, so `s` only stops in the math).
+minimolkv.validate*, so `s` only stops in the math).
 """
 
 import argparse
@@ -62,7 +62,7 @@ def main(argv=None):
         import pdb
         print("\nStopped before molkv.forward. Try:  s  (into forward),  n,  p k.shape,  "
               "p cache.attend.P[0, -1].sum(-1)  ... docs/debugging.md has a tour.")
-        pdb.Pdb(skip=["numpy.*", "minimolkv.validate"]).set_trace()
+        pdb.Pdb(skip=["numpy.*", "minimolkv.validate*"]).set_trace()
     y, cache = molkv.forward(block, h, e, window=config.window, variant=config.variant)   # (1,T,D)
     dh, de, grads = molkv.backward(dy, cache)                                            # (1,T,D) x2, grads
 

@@ -82,7 +82,7 @@ def forward(params, x, n_heads, *, check=True):
     """x (B,T,D) -> y (B,T,D), causal self-attention over the T positions.
     check=False: the caller has validated the inputs (the model does, once)."""
     if check:
-        validate.attention_forward(params, x, n_heads)
+        validate.block_input("attention", params, param_shapes, x, name="x", more=(n_heads,))
     B, T, D = x.shape
     H, hs = n_heads, D // n_heads                           # heads, head size
     scale = 1.0 / float(np.sqrt(hs))                        # a Python float: keeps x's dtype
@@ -150,7 +150,8 @@ def decode_step(params, x_t, n_heads, kv=None, *, max_len=None, check=True):
     context length); one more raises a ValueError.
     """
     if check:
-        validate.attention_decode(params, x_t, n_heads, kv, max_len)
+        validate.block_input("attention", params, param_shapes, x_t, name="x_t", more=(n_heads,))
+        validate.attention_decode(kv, KVCache, x_t, n_heads, max_len)
     B, D = x_t.shape
     hs = D // n_heads
     scale = 1.0 / float(np.sqrt(hs))                        # same scale as forward

@@ -249,7 +249,7 @@ def run_from(meta, arrays, folder):
     step = meta["step"]
     config = model.Config.from_dict(meta["model"])
     params = {k[len("params."):]: v for k, v in arrays.items() if k.startswith("params.")}
-    validate_run.model_params(params, config)
+    validate_run.model_params(params, config, model.param_shapes(config))
     opt = state_from_arrays(arrays)
     unexpected = sorted(k for k in arrays if not k.startswith(("params.", "adamw.")))
     if unexpected:

@@ -77,7 +77,7 @@ def forward(params, h, e=None, *, window=None, check=True):
     """h (B,T,D) -> y (B,T,D), cache. `e` is not read (the interface of every block).
     check=False: the caller has validated the inputs (the model does, once)."""
     if check:
-        validate.ctxattn_forward(params, h, e, window)
+        validate.block_input("ctxattn", params, param_shapes, h, e, window=window)
     T = h.shape[1]
     q, c_query = ops.linear_forward(h, params["query"])             # (B,T,D) -> (B,T,Dk)
     k, c_key = ops.linear_forward(h, params["key"])                 # (B,T,D) -> (B,T,Dk)
@@ -120,7 +120,7 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, check=True):
     """One token: h_t (B,D) -> y_t (B,D), state: the keys and values of the tokens so
     far (the last `window`), appended in place as in attention.decode_step."""
     if check:
-        validate.ctxattn_decode(params, h_t, state, window)
+        validate.ctxattn_decode(params, h_t, state, window, param_shapes, DecodeState)
     B = h_t.shape[0]
     k_t = (h_t @ params["key"])[:, None, None]                      # (B,D) -> (B,1,1,Dk)
     v_t = (h_t @ params["value"])[:, None, None]                    # (B,D) -> (B,1,1,D)

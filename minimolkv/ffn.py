@@ -51,7 +51,7 @@ def forward(params, h, e=None, *, check=True):
     """h (B,T,D) -> y (B,T,D), cache. `e` is not read (the interface of every block).
     check=False: the caller has validated the inputs (the model does, once)."""
     if check:
-        validate.ffn_forward(params, h, e)
+        validate.block_input("ffn", params, param_shapes, h, e)
     z, c_up = ops.linear_forward(h, params["up"])           # (B,T,D) -> (B,T,Fd)
     a, c_gelu = ops.gelu_forward(z)                         # (B,T,Fd)
     y, c_down = ops.linear_forward(a, params["down"])       # (B,T,Fd) -> (B,T,D)
@@ -84,5 +84,5 @@ def forward_lut(params, h, ids, luts, *, check=True):
 def decode_step(params, h_t, ids_t, luts, state, *, check=True):
     """One token: h_t (B,D) -> y_t (B,D). Stateless: the state stays None."""
     if check:
-        validate.ffn_decode(params, h_t)
+        validate.block_input("ffn", params, param_shapes, h_t, name="h_t")
     return forward(params, h_t[:, None], check=False)[0][:, 0], None

@@ -22,7 +22,7 @@ context_len // 2 tokens are read again from position 0, then decoding goes on.
 import numpy as np
 
 from minimolkv import attention, ctxattn, ffn, moe, mole, molkv, ops, validate_run
-from minimolkv.model import build_luts, layer_params
+from minimolkv.model import build_luts, layer_params, lut_shapes, param_shapes
 
 
 def step(params, config, layers, tables, ids_t, t, states):
@@ -100,7 +100,8 @@ def generate(params, config, prompt_ids, n_tokens, *, temperature=1.0, top_k=Non
     prompt = np.asarray(prompt_ids)
     single = prompt.ndim == 1
     prompt = prompt[None] if single else prompt
-    validate_run.generate_args(params, config, prompt, n_tokens, temperature, top_k, luts)
+    validate_run.generate_args(params, config, prompt, n_tokens, temperature, top_k, luts,
+                               param_shapes(config), lut_shapes(config))
     if luts is None:
         luts = build_luts(params, config, check=False)                      # {} for dense and moe
     layers = layer_params(params, config.n_layers)                          # looked up once, not per token

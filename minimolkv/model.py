@@ -197,7 +197,7 @@ def forward(params, config, ids, targets=None, luts=None, *, layers=None, check=
     check=False: the caller has validated params, ids and targets (train does, once).
     """
     if check:
-        validate_run.model_forward(params, config, ids, targets, luts)
+        validate_run.model_forward(params, config, ids, targets, luts, param_shapes(config), lut_shapes(config))
     B, T = ids.shape
     c = config
     tables = layer_params(luts, c.n_layers) if luts is not None else None
@@ -307,7 +307,7 @@ def build_luts(params, config, *, check=True):
     """{"layers.l.mole.u": (V,N,D)} or {"layers.l.molkv.k": (V,N,Dk), "layers.l.molkv.v": (V,N,D)}
     for every layer l. Empty for dense and moe (their experts read h, not a function of the id)."""
     if check:
-        validate_run.model_params(params, config)
+        validate_run.model_params(params, config, param_shapes(config))
     luts = {}
     for l, p in enumerate(layer_params(params, config.n_layers)):
         for name in layer_blocks(config):

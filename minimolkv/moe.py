@@ -102,7 +102,7 @@ def forward(params, h, e=None, *, top_k=2, check=True):
     """h (B,T,D) -> y (B,T,D), each token mixed from its top_k experts. `e` is not read.
     check=False: the caller has validated the inputs (the model does, once)."""
     if check:
-        validate.moe_forward(params, h, e, top_k)
+        validate.block_input("moe", params, param_shapes, h, e, top_k=top_k)
     # the router: which experts, with which weights
     logits, c_router = ops.linear_forward(h, params["router"])      # (B,T,D) -> (B,T,N)
     p, _ = ops.softmax_forward(logits)                              # (B,T,N)
@@ -161,5 +161,5 @@ def forward_lut(params, h, ids, luts, *, top_k=2, check=True):
 def decode_step(params, h_t, ids_t, luts, state, *, top_k=2, check=True):
     """One token: h_t (B,D) -> y_t (B,D). Stateless: the state stays None."""
     if check:
-        validate.moe_decode(params, h_t, top_k)
+        validate.block_input("moe", params, param_shapes, h_t, name="h_t", top_k=top_k)
     return forward(params, h_t[:, None], top_k=top_k, check=False)[0][:, 0], None

@@ -89,7 +89,7 @@ def forward(params, h, e, *, check=True):
     """h (B,T,D), e (B,T,D) -> y (B,T,D), cache.
     check=False: the caller has validated the inputs (the model does, once)."""
     if check:
-        validate.mole_forward(params, h, e)
+        validate.block_input("mole", params, param_shapes, h, e)
     logits, c_router = ops.linear_forward(h, params["router"])            # (B,T,D) -> (B,T,N)
     s, _ = ops.softmax_forward(logits)                                     # (B,T,N)
     u, a, c_hidden = experts_forward(params, e)                            # (B,T,N,D)
@@ -127,7 +127,7 @@ def build_lut(params, emb, *, check=True):
     with lut.save_lut to keep it on disk.
     """
     if check:
-        validate.mole_lut(params, emb)
+        validate.block_lut("mole", params, param_shapes, emb)
     u, _, _ = experts_forward(params, emb)                                 # (V,D) -> (V,N,D)
     return {"u": np.ascontiguousarray(u)}
 
@@ -140,7 +140,7 @@ def forward_lut(params, h, ids, luts, *, check=True):
     luts["u"] is a (V,N,D) ndarray, a np.memmap, or a lut.LookupTable.
     """
     if check:
-        validate.mole_inference(params, h, ids, luts)
+        validate.lut_input(params, "router", luts, {"u": lambda D, N: D}, h, ids)
     s, _ = ops.softmax_forward(h @ params["router"])                       # (B,T,D) -> (B,T,N)
     rows = np.asarray(luts["u"][ids])                                      # (B,T,N,D) the only expert work
     return np.einsum("btn,btnd->btd", s, rows)                             # (B,T,D)
@@ -150,5 +150,5 @@ def decode_step(params, h_t, ids_t, luts, state, *, check=True):
     """One token: h_t (B,D), ids_t (B,) -> y_t (B,D). MoLE needs no cache: the
     state stays None (one table row per token, whatever came before)."""
     if check:
-        validate.mole_inference(params, h_t, ids_t, luts, step=True)
+        validate.lut_input(params, "router", luts, {"u": lambda D, N: D}, h_t, ids_t, step=True)
     return forward_lut(params, h_t[:, None], ids_t[:, None], luts, check=False)[:, 0], None

@@ -121,8 +121,8 @@ class DecodeState(NamedTuple):
 def init(rng, d_model, d_expert, n_experts, d_key, variant="joint", dtype=np.float64):
     """Fresh parameters: norm gain 1, small Gaussian matrices (std 0.02);
     "recency": slopes 0.5, 0.25, ...; "gated": gate 0 (exactly MoLE at init)."""
-    validate.init_args(dtype, d_model=d_model, d_expert=d_expert, n_experts=n_experts, d_key=d_key,
-                       variant=variant)
+    validate.init_args(dtype, VARIANTS, d_model=d_model, d_expert=d_expert, n_experts=n_experts,
+                       d_key=d_key, variant=variant)
     D, F, N, Dk = d_model, d_expert, n_experts, d_key
     params = {
         "norm": np.ones(D, dtype=dtype),                                   # (D,)
@@ -240,7 +240,8 @@ def forward(params, h, e, *, window=None, variant="joint", check=True):
     Variants "joint" and "recency" here; "gated" is gated_forward (called from here).
     check=False: the caller has validated the inputs (the model does, once)."""
     if check:
-        validate.molkv_forward(params, h, e, window, variant)
+        validate.block_input("molkv", params, param_shapes, h, e, window=window, variant=variant,
+                             variants=VARIANTS)
     if variant == "gated":
         return gated_forward(params, h, e, window=window)
     T = h.shape[1]                                               # positions
@@ -348,7 +349,7 @@ def build_lut(params, emb, *, check=True):
     keep them on disk.
     """
     if check:
-        validate.molkv_lut(params, emb)
+        validate.block_lut("molkv", params, param_shapes, emb, "joint")   # the tables need only joint's
     k, v, _, _ = experts_forward(params, emb)                    # (V,N,Dk), (V,N,D)
     return {"k": np.ascontiguousarray(k), "v": np.ascontiguousarray(v)}
 
@@ -372,7 +373,7 @@ def forward_lut(params, h, ids, luts, *, window=None, variant="joint", check=Tru
     in RAM. luts["k"], luts["v"]: ndarrays, np.memmaps or lut.LookupTables.
     """
     if check:
-        validate.molkv_inference(params, h, ids, luts, window, variant)
+        validate.molkv_lut(params, h, ids, luts, window, variant, VARIANTS, DecodeState)
     T = h.shape[1]
     k = np.asarray(luts["k"][ids])                               # (B,T) -> (B,T,N,Dk) rows looked up
     v = np.asarray(luts["v"][ids])                               # (B,T) -> (B,T,N,D)
@@ -395,7 +396,8 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, variant="joint"
     Stepping ids[:, 0], ids[:, 1], ... reproduces forward_lut.
     """
     if check:
-        validate.molkv_decode(params, h_t, ids_t, luts, state, window, variant)
+        validate.molkv_lut(params, h_t, ids_t, luts, window, variant, VARIANTS, DecodeState, state=state,
+                           step=True)
     B = h_t.shape[0]
     k_t = np.asarray(luts["k"][ids_t])[:, None]                  # (B,) -> (B,1,N,Dk)
     v_t = np.asarray(luts["v"][ids_t])[:, None]                  # (B,) -> (B,1,N,D)

@@ -124,7 +124,7 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
     report the problem once and clearly.
     """
     s, config = run.settings, run.config
-    validate_run.model_params(run.params, config)       # once: the steps below run unchecked
+    validate_run.model_params(run.params, config, model.param_shapes(config))       # once: the steps below run unchecked
     check_fits(dataset, config.context_len)
     layers = model.layer_params(run.params, config.n_layers)   # the per-layer view, made once
     end = s.steps if stop_after is None else min(s.steps, stop_after)

@@ -98,7 +98,7 @@ def summary(folders, out):
                                                                  verdict(c_mean, c_half))
             lines.append(f"| {name} | {entry} | {mean:+.4f} ± {half:.4f} | {verdict(mean, half)} | "
                          f"{against_control[0]} | {against_control[1]} |")
-    plots.paired_differences(panels, path=out, title="E1: paired per-seed differences of the final validation "
+    plots.paired_differences(panels, verdict, path=out, title="E1: paired per-seed differences of the final validation "
                              "loss, mean ± 95% interval (below 0: better)")
     table = os.path.splitext(out)[0] + ".md"
     with open(table, "w") as f:
