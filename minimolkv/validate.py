@@ -1,16 +1,11 @@
-"""Input validation below the math: every bad input becomes a ValueError/TypeError that
-names the argument, says what was given and what is allowed.
+"""Input validation below the math: every bad input becomes one ValueError/TypeError
+naming the argument, what was given and what is allowed.
 
-Each public entry of the math modules makes one call into this module, under
-`if check:` as its first line, and then runs pure math: in a debugger, `n`
-steps over the check and `s` on the next line lands in the math. Callers that
-validated already (the model calling its blocks, generate calling the model)
-pass check=False, so nothing is checked twice and nothing is checked per step.
-
-This module imports nothing of the package: what a check compares against
-(a block's param_shapes, its variants, its DecodeState) is passed in by the
-caller. The basic checks come first, then the blocks' entries; the model's,
-generation's and a run's checks are in validate_run.py.
+Each public entry of the math makes its check under `if check:` as its first line,
+then runs pure math (in a debugger, `n` steps over the check). Callers that validated
+already pass check=False: nothing is checked twice or per step. This module imports
+nothing of the package: what a check compares against (a block's param_shapes, its
+variants, its DecodeState) comes from the caller. validate_run.py: the model and a run.
 """
 
 import numpy as np
@@ -159,12 +154,19 @@ def block_input(block, params, param_shapes, h, e=None, *, name="h", window=None
     positive_int(window, "window", allow_none=True)
     if block in E_UNREAD or name != "h":
         hidden(h, D, dtype, name)
-        if block in E_UNREAD:
-            unread_e(e, E_UNREAD[block])
-    else:
-        embeddings(h, e, D, dtype)
-    if block == "moe":
-        _top_k(top_k, params["router"].shape[1])
+        if block in E_UNREAD and e is not None and not isinstance(e, np.ndarray):
+            raise TypeError(f"e must be None or an array ({E_UNREAD[block]} does not read it), got {e!r}; "
+                            "options such as top_k are keyword-only")
+    else:                                                  # MoLE and MoLKV read h and e, both (B,T,D)
+        float_input(h, "h", (None, None, D), dtype)
+        float_input(e, "e", (None, None, D), dtype)
+        if h.shape != e.shape:
+            raise ValueError(f"h and e must have the same shape (B,T,D), got h {h.shape} and e {e.shape}")
+    N = params["router"].shape[1] if block == "moe" else None
+    if block == "moe" and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))):
+        raise TypeError(f"top_k must be an integer in [1, {N}], got {top_k!r}")
+    if block == "moe" and not 1 <= top_k <= N:
+        raise ValueError(f"top_k must be in [1, n_experts={N}], got {top_k}")
     return D, dtype
 
 
@@ -182,28 +184,6 @@ def hidden(h, D, dtype, name="h"):
         raise ValueError(f"{name} has {h.shape[-1]} features (last dim of shape {h.shape}), "
                          f"but the params have d_model={D}")
     float_input(h, name, h.shape[:-1] + (D,), dtype)
-
-
-def embeddings(h, e, D, dtype):
-    """MoLE's and MoLKV's inputs: h and e, both (B,T,D)."""
-    float_input(h, "h", (None, None, D), dtype)
-    float_input(e, "e", (None, None, D), dtype)
-    if h.shape != e.shape:
-        raise ValueError(f"h and e must have the same shape (B,T,D), got h {h.shape} and e {e.shape}")
-
-
-def unread_e(e, block):
-    """The FFN, MoE and the control take `e` for the common interface but do not read it."""
-    if e is not None and not isinstance(e, np.ndarray):
-        raise TypeError(f"e must be None or an array ({block} does not read it), got {e!r}; "
-                        "options such as top_k are keyword-only")
-
-
-def _top_k(k, N):
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"top_k must be an integer in [1, {N}], got {k!r}")
-    if not 1 <= k <= N:
-        raise ValueError(f"top_k must be in [1, n_experts={N}], got {k}")
 
 
 def lut_input(params, key, luts, widths, h, ids, *, step=False, extras=None):

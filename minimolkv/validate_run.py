@@ -1,9 +1,6 @@
-"""Input validation of a whole model and a training run: model.forward, generate,
-build_luts, and a run's Settings, DataSpec and saved optimizer state.
-
-The same rule as validate.py, whose basic checks these use: each public entry
-makes exactly one call into this module, as its first line, and then runs pure
-math; messages name the argument, what was given and what is allowed.
+"""Input validation of a whole model and a training run (model.forward, generate,
+build_luts; a run's Settings, DataSpec and saved optimizer state), by validate.py's
+rules and from its basic checks; what a check compares against comes from the caller.
 """
 
 import math
