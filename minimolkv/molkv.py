@@ -240,8 +240,7 @@ def forward(params, h, e, *, window=None, variant="joint", check=True):
     Variants "joint" and "recency" here; "gated" is gated_forward (called from here).
     check=False: the caller has validated the inputs (the model does, once)."""
     if check:
-        validate.block_input("molkv", params, param_shapes, h, e, window=window, variant=variant,
-                             variants=VARIANTS)
+        validate.block_input("molkv", params, param_shapes, h, e, window=window, variant=variant, variants=VARIANTS)
     if variant == "gated":
         return gated_forward(params, h, e, window=window)
     T = h.shape[1]                                               # positions
