@@ -59,7 +59,7 @@ def main(argv=None):
     params, config, tok = run.params, run.config, run.tokenizer
     ids = tok.encode(LINE)[None]                                              # (1,T) one line of verse
     _, _, cache = model.forward(params, config, ids)                          # the whole model, once
-    xhat, rstd, w = cache.layers[0].ln2                                       # h = rmsnorm(x, ln2) of layer 0
+    xhat, rstd, w = cache.layers[0].ln2_cache                                       # h = rmsnorm(x, ln2) of layer 0
     h = xhat * w                                                              # (1,T,D) what the query reads
     e = params["tok_emb"][ids]                                                # (1,T,D) what the experts read
     block = model.layer_params(params, config.n_layers)[0]["molkv"]           # norm, query, up, down_k, down_v

@@ -33,12 +33,12 @@ from minimolkv import kvbuffer, ops, validate
 
 
 class AttentionCache(NamedTuple):
-    qkv: ops.LinearCache       # qkv = x @ params["qkv"]
+    qkv_cache: ops.LinearCache   # qkv = x @ params["qkv"]
     qs: np.ndarray             # (B,H,T,hs) queries times scale
     k: np.ndarray              # (B,H,T,hs) keys
     v: np.ndarray              # (B,H,T,hs) values
     P: np.ndarray              # (B,H,T,T) attention weights
-    proj: ops.LinearCache      # y = merged @ params["proj"]
+    proj_cache: ops.LinearCache  # y = merged @ params["proj"]
     scale: float               # 1 / sqrt(hs)
     n_heads: int
 
@@ -106,9 +106,9 @@ def backward(dy, cache, *, check=True):
     """dy (B,T,D) -> dx (B,T,D), grads {"qkv": (D,3D), "proj": (D,D)}."""
     c = cache
     if check:
-        validate.gradient(dy, c.proj.x.shape, c.proj.x.dtype)
+        validate.gradient(dy, c.proj_cache.x.shape, c.proj_cache.x.dtype)
     # y = merged @ proj
-    d_merged, d_proj = ops.linear_backward(dy, c.proj)          # (B,T,D), (D,D)
+    d_merged, d_proj = ops.linear_backward(dy, c.proj_cache)          # (B,T,D), (D,D)
     B, H, T, hs = c.v.shape
     # merged = o.transpose(0, 2, 1, 3).reshape(B, T, D)
     do = d_merged.reshape(B, T, H, hs).transpose(0, 2, 1, 3)    # (B,T,D) -> (B,H,T,hs)
@@ -127,7 +127,7 @@ def backward(dy, cache, *, check=True):
                            dk.transpose(0, 2, 1, 3).reshape(B, T, H * hs),
                            dv.transpose(0, 2, 1, 3).reshape(B, T, H * hs)], axis=-1)   # (B,T,3D)
     # qkv = x @ params["qkv"]
-    dx, d_qkv = ops.linear_backward(dqkv, c.qkv)                # (B,T,D), (D,3D)
+    dx, d_qkv = ops.linear_backward(dqkv, c.qkv_cache)                # (B,T,D), (D,3D)
     return dx, {"qkv": d_qkv, "proj": d_proj}
 
 

@@ -36,9 +36,9 @@ from minimolkv import kvbuffer, molkv, ops, validate
 
 class CtxattnCache(NamedTuple):
     params: dict
-    query: ops.LinearCache         # q = h @ query
-    key: ops.LinearCache           # k = h @ key
-    value: ops.LinearCache         # v = h @ value
+    query_cache: ops.LinearCache   # q = h @ query
+    key_cache: ops.LinearCache     # k = h @ key
+    value_cache: ops.LinearCache   # v = h @ value
     attend: molkv.AttendCache      # the attention, N = 1
     distance: np.ndarray           # (T,T) t - j
 
@@ -92,16 +92,16 @@ def backward(dy, cache, *, check=True):
     """dy (B,T,D) -> dh (B,T,D), de None (e is not read), grads {query, key, value, recency}."""
     c = cache
     if check:
-        validate.gradient(dy, c.value.x.shape, c.value.x.dtype)
+        validate.gradient(dy, c.value_cache.x.shape, c.value_cache.x.dtype)
     # y = attention of q over (k, v), N = 1
     dq, dk, dv, dS = molkv.attend_backward(dy, c.attend)            # (B,T,Dk), (B,T,1,Dk), (B,T,1,D), (B,T,T,1)
     # S[t,j] -= m (t - j),  m = softplus(recency)
     dm = -np.sum(dS[..., 0] * c.distance.astype(dS.dtype))          # scalar
     d_recency = (dm * ops.sigmoid(c.params["recency"])).astype(dS.dtype)   # (1,)
     # q = h @ query, k = h @ key, v = h @ value: h feeds all three, so dh sums them
-    dh_q, d_query = ops.linear_backward(dq, c.query)                # (B,T,D), (D,Dk)
-    dh_k, d_key = ops.linear_backward(dk[:, :, 0], c.key)           # (B,T,D), (D,Dk)
-    dh_v, d_value = ops.linear_backward(dv[:, :, 0], c.value)       # (B,T,D), (D,D)
+    dh_q, d_query = ops.linear_backward(dq, c.query_cache)                # (B,T,D), (D,Dk)
+    dh_k, d_key = ops.linear_backward(dk[:, :, 0], c.key_cache)           # (B,T,D), (D,Dk)
+    dh_v, d_value = ops.linear_backward(dv[:, :, 0], c.value_cache)       # (B,T,D), (D,D)
     dh = dh_q + dh_k + dh_v                                         # (B,T,D)
     return dh, None, {"query": d_query, "key": d_key, "value": d_value, "recency": d_recency}
 

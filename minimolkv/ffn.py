@@ -22,9 +22,9 @@ from minimolkv import ops, validate
 
 
 class FfnCache(NamedTuple):
-    up: ops.LinearCache        # z = h @ up
+    up_cache: ops.LinearCache    # z = h @ up
     gelu: ops.GeluCache        # a = gelu(z)
-    down: ops.LinearCache      # y = a @ down
+    down_cache: ops.LinearCache  # y = a @ down
 
 
 def init(rng, d_model, d_ff, dtype=np.float64):
@@ -61,13 +61,13 @@ def forward(params, h, e=None, *, check=True):
 def backward(dy, cache, *, check=True):
     """dy (B,T,D) -> dh (B,T,D), de None (e is not read), grads {up, down}."""
     if check:
-        validate.gradient(dy, cache.down.x.shape[:-1] + (cache.down.w.shape[1],), cache.down.w.dtype)
+        validate.gradient(dy, cache.down_cache.x.shape[:-1] + (cache.down_cache.w.shape[1],), cache.down_cache.w.dtype)
     # y = a @ down
-    da, d_down = ops.linear_backward(dy, cache.down)        # (B,T,Fd), (Fd,D)
+    da, d_down = ops.linear_backward(dy, cache.down_cache)        # (B,T,Fd), (Fd,D)
     # a = gelu(z)
     dz = ops.gelu_backward(da, cache.gelu)                  # (B,T,Fd)
     # z = h @ up
-    dh, d_up = ops.linear_backward(dz, cache.up)            # (B,T,D), (D,Fd)
+    dh, d_up = ops.linear_backward(dz, cache.up_cache)            # (B,T,D), (D,Fd)
     return dh, None, {"up": d_up, "down": d_down}
 
 

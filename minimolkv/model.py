@@ -171,9 +171,9 @@ def layer_params(params, n_layers):
 
 class LayerCache(NamedTuple):
     """What one layer's forward keeps for its backward (named, so a debugger shows names)."""
-    ln1: ops.RmsnormCache               # a_in = rmsnorm(x, ln1)
+    ln1_cache: ops.RmsnormCache         # a_in = rmsnorm(x, ln1)
     attn: attention.AttentionCache      # a = attn(a_in)
-    ln2: ops.RmsnormCache               # h = rmsnorm(x, ln2)
+    ln2_cache: ops.RmsnormCache         # h = rmsnorm(x, ln2)
     ffn: object                         # ffn.FfnCache of ffn(h); None when d_ff = 0
     experts: object                     # the expert block's cache (moe, mole, molkv, ctxattn); None for dense
 
@@ -183,7 +183,7 @@ class ModelCache(NamedTuple):
     config: Config
     emb: ops.EmbeddingCache             # e = tok_emb[ids]
     layers: list                        # one LayerCache per layer
-    ln_f: ops.RmsnormCache              # xf = rmsnorm(x, ln_f)
+    ln_f_cache: ops.RmsnormCache        # xf = rmsnorm(x, ln_f)
     head: ops.LinearCache               # logits = xf @ lm_head
     loss: ops.CrossEntropyCache | None  # None without targets
 
@@ -281,14 +281,14 @@ def backward(cache, dloss=1.0, *, check=True):
             if de is not None:                                             # MoLE/MoLKV read e too
                 de_experts += de                                           # e feeds every layer's experts
         # h = rmsnorm(x, ln2)
-        dx_ln2, grads[pre + "ln2"] = ops.rmsnorm_backward(dh, c.ln2)       # (B,T,D)
+        dx_ln2, grads[pre + "ln2"] = ops.rmsnorm_backward(dh, c.ln2_cache)       # (B,T,D)
         dx = dx + dx_ln2                                                   # x feeds h and the residual
         # x = x + a, a = attn(a_in)
         da_in, g = attention.backward(dx, c.attn, check=False)             # (B,T,D)
         for k, v in g.items():
             grads[pre + "attn." + k] = v
         # a_in = rmsnorm(x, ln1)
-        dx_ln1, grads[pre + "ln1"] = ops.rmsnorm_backward(da_in, c.ln1)    # (B,T,D)
+        dx_ln1, grads[pre + "ln1"] = ops.rmsnorm_backward(da_in, c.ln1_cache)    # (B,T,D)
         dx = dx + dx_ln1                                                   # x feeds a_in and the residual
     # x = e + pos_emb[:T]
     T = dx.shape[1]

@@ -42,7 +42,7 @@ from minimolkv import ops, validate
 
 
 class MoeCache(NamedTuple):
-    router: ops.LinearCache    # logits = h @ router
+    router_cache: ops.LinearCache  # logits = h @ router
     p: np.ndarray              # (B,T,N) router probabilities
     keep: np.ndarray           # (B,T,N) bool, the top-k selection
     kept_mass: np.ndarray      # (B,T,1) sum of the kept p
@@ -143,7 +143,7 @@ def backward(dy, cache, *, check=True):
     # p = softmax(logits)
     dlogits = ops.softmax_backward(dp, c.p)                         # (B,T,N)
     # logits = h @ router   (h feeds both the router and the experts: the gradients add)
-    dh_router, d_router = ops.linear_backward(dlogits, c.router)    # (B,T,D), (D,N)
+    dh_router, d_router = ops.linear_backward(dlogits, c.router_cache)    # (B,T,D), (D,N)
     dh = dh + dh_router                                             # (B,T,D)
     return dh, None, {"router": d_router, "up": d_up, "down": d_down}
 

@@ -43,7 +43,7 @@ from minimolkv import ops, validate
 
 class MoleCache(NamedTuple):
     params: dict
-    router: ops.LinearCache        # logits = h @ router
+    router_cache: ops.LinearCache  # logits = h @ router
     s: np.ndarray                  # (B,T,N) router weights
     hidden: ops.ExpertHiddenCache    # a = gelu(rmsnorm(e, norm) @ up[n])
     a: np.ndarray                  # (B,T,N,F)
@@ -112,7 +112,7 @@ def backward(dy, cache, *, check=True):
     # s = softmax(logits)
     dlogits = ops.softmax_backward(ds, c.s)                                # (B,T,N)
     # logits = h @ router
-    dh, d_router = ops.linear_backward(dlogits, c.router)                 # (B,T,D), (D,N)
+    dh, d_router = ops.linear_backward(dlogits, c.router_cache)                 # (B,T,D), (D,N)
     return dh, de, {"norm": d_norm, "router": d_router, "up": d_up, "down": d_down}
 
 

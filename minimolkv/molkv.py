@@ -82,7 +82,7 @@ class MolkvCache(NamedTuple):
     variant: str
     hidden: ops.ExpertHiddenCache  # a = gelu(rmsnorm(e, norm) @ up[n])
     a: np.ndarray                  # (B,T,N,F)
-    query: ops.LinearCache         # q = h @ query
+    query_cache: ops.LinearCache   # q = h @ query
     attend: AttendCache            # the attention over key-value experts
     distance: np.ndarray           # (T,T) t - j; "recency"'s gradient reads it
 
@@ -92,9 +92,9 @@ class GatedCache(NamedTuple):
     params: dict
     hidden: ops.ExpertHiddenCache  # a = gelu(rmsnorm(e, norm) @ up[n])
     a: np.ndarray                  # (B,T,N,F)
-    query: ops.LinearCache         # q = h @ query
+    query_cache: ops.LinearCache   # q = h @ query
     attend: AttendCache            # the attention over the earlier tokens' key-value experts
-    router: ops.LinearCache        # MoLE's router logits = h @ router
+    router_cache: ops.LinearCache  # MoLE's router logits = h @ router
     s: np.ndarray                  # (B,T,N) router weights
     v: np.ndarray                  # (B,T,N,D) the current token's values
     y_context: np.ndarray          # (B,T,D) the attention term before the gate
@@ -284,7 +284,7 @@ def backward(dy, cache, *, check=True):
         dm = -np.einsum("btjn,tj->n", dS, c.distance.astype(dS.dtype))       # (N,)
         grads["recency"] = dm * ops.sigmoid(c.params["recency"])             # (N,)
     # q = h @ query
-    dh, grads["query"] = ops.linear_backward(dq, c.query)        # (B,T,D), (D,Dk)
+    dh, grads["query"] = ops.linear_backward(dq, c.query_cache)        # (B,T,D), (D,Dk)
     # k, v = the expert FFNs of e
     de, expert_grads = experts_backward(dk, dv, c.params, c.a, c.hidden)   # (B,T,D)
     grads.update(expert_grads)
@@ -302,7 +302,7 @@ def gated_forward(params, h, e, *, window=None):
     T = h.shape[1]                                               # positions
     k, v, a, c_hidden = experts_forward(params, e)               # (B,T,N,Dk), (B,T,N,D)
     q, c_query = ops.linear_forward(h, params["query"])          # (B,T,D) -> (B,T,Dk)
-    offset, _ = ops.score_offset(T, T, window, own=False)        # (T,T,1) the earlier positions only
+    offset, _ = ops.score_offset(T, T, window, earlier_only=True)        # (T,T,1) the earlier positions only
     y_context, c_attend = attend_forward(q, k, v, offset)        # (B,T,D)
     logits, c_router = ops.linear_forward(h, params["router"])   # (B,T,D) -> (B,T,N)
     s, _ = ops.softmax_forward(logits)                           # (B,T,N)
@@ -324,12 +324,12 @@ def gated_backward(dy, cache):
     dv_own = c.s[..., None] * dy[:, :, None, :]                  # (B,T,N,D)
     # s = softmax(h @ router)
     dlogits = ops.softmax_backward(ds, c.s)                      # (B,T,N)
-    dh_router, grads["router"] = ops.linear_backward(dlogits, c.router)  # (B,T,D), (D,N)
+    dh_router, grads["router"] = ops.linear_backward(dlogits, c.router_cache)  # (B,T,D), (D,N)
     # y_context = attention of q over the earlier key-value experts (k, v)
     dq, dk, dv, _ = attend_backward(dy_context, c.attend)        # (B,T,Dk), (B,T,N,Dk), (B,T,N,D)
     dv = dv + dv_own                                             # v feeds both terms: the gradients add
     # q = h @ query
-    dh, grads["query"] = ops.linear_backward(dq, c.query)        # (B,T,D), (D,Dk)
+    dh, grads["query"] = ops.linear_backward(dq, c.query_cache)        # (B,T,D), (D,Dk)
     dh = dh + dh_router                                          # h feeds the query and the router
     # k, v = the expert FFNs of e
     de, expert_grads = experts_backward(dk, dv, c.params, c.a, c.hidden)   # (B,T,D)
@@ -377,7 +377,7 @@ def forward_lut(params, h, ids, luts, *, window=None, variant="joint", check=Tru
     k = np.asarray(luts["k"][ids])                               # (B,T) -> (B,T,N,Dk) rows looked up
     v = np.asarray(luts["v"][ids])                               # (B,T) -> (B,T,N,D)
     slopes = ops.softplus(params["recency"]) if variant == "recency" else None  # (N,) m, "recency" only
-    offset, _ = ops.score_offset(T, T, window, own=variant != "gated", slopes=slopes)   # (T,T,N or 1)
+    offset, _ = ops.score_offset(T, T, window, earlier_only=variant == "gated", slopes=slopes)   # (T,T,N or 1)
     return attend_lut(params, h, k, v, variant, offset, own_v=v)
 
 
@@ -408,6 +408,6 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, variant="joint"
     k_all, v_all = state.k, state.v                              # (B,t+1,N,Dk), (B,t+1,N,D): the last `window`
     Tk = k_all.shape[1]                                          # cached tokens the query sees
     slopes = ops.softplus(params["recency"]) if variant == "recency" else None  # (N,) m, "recency" only
-    offset, _ = ops.score_offset(1, Tk, window, own=variant != "gated", slopes=slopes)   # (1,Tk,N or 1)
+    offset, _ = ops.score_offset(1, Tk, window, earlier_only=variant == "gated", slopes=slopes)   # (1,Tk,N or 1)
     y = attend_lut(params, h_t[:, None], k_all, v_all, variant, offset, own_v=v_t)   # (B,1,D)
     return y.reshape(B, -1), state

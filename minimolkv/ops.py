@@ -317,7 +317,7 @@ def cross_entropy_backward(dloss, cache):
 
 class ExpertHiddenCache(NamedTuple):
     e_hat: np.ndarray          # (...,D) rmsnorm(e, norm), what every expert reads
-    norm: RmsnormCache         # of e_hat = rmsnorm(e, norm)
+    norm_cache: RmsnormCache   # of e_hat = rmsnorm(e, norm)
     gelu: GeluCache            # of a = gelu(z)
     up: np.ndarray             # (N,D,F) the weights of z = e_hat @ up[n]
 
@@ -337,7 +337,7 @@ def expert_hidden_backward(da, cache):
     # z = e_hat @ up[n]: every expert reads e_hat, so de_hat sums over the N experts
     de_hat, d_up = matmul_shared_backward(dz, cache.e_hat, cache.up)   # (...,D), (N,D,F)
     # e_hat = rmsnorm(e, norm)
-    de, d_norm = rmsnorm_backward(de_hat, cache.norm)        # (...,D), (D,)
+    de, d_norm = rmsnorm_backward(de_hat, cache.norm_cache)        # (...,D), (D,)
     return de, d_norm, d_up
 
 
@@ -346,20 +346,20 @@ def expert_hidden_backward(da, cache):
 # one place for attention.py, molkv.py and ctxattn.py, in training and decoding
 # ----------------------------------------------------------------------------
 
-def score_offset(Tq, Tk, window=None, own=True, slopes=None):
+def score_offset(Tq, Tk, window=None, earlier_only=False, slopes=None):
     """-> offset (Tq,Tk,1) or (Tq,Tk,N) added to the scores, and distance (Tq,Tk) = t - j.
 
     The Tq queries are the last Tq of the Tk positions (training: Tq = Tk = T;
     decoding one token: Tq = 1, Tk the cached positions), so query i sits at
     t = Tk - Tq + i and key j at j. The offset is 0 where t may see j and -inf
     elsewhere: allowed is t - window < j <= t (window None: every j <= t);
-    own=False also drops j = t (MoLKV "gated": its context is the earlier
-    tokens). slopes (N,) given ("recency"): minus slopes[n] * (t - j) as well.
+    earlier_only=True also drops j = t (MoLKV "gated": its context is the
+    earlier tokens). slopes (N,) given ("recency"): minus slopes[n] * (t - j) too.
     """
     t = np.arange(Tk - Tq, Tk)[:, None]                      # (Tq,1) query positions
     j = np.arange(Tk)[None, :]                               # (1,Tk) key positions
     distance = t - j                                         # (Tq,Tk) t - j, int
-    allowed = distance >= (0 if own else 1)                  # (Tq,Tk) causal: never the future
+    allowed = distance >= (1 if earlier_only else 0)         # (Tq,Tk) causal: never the future
     if window is not None:
         allowed &= distance < window                         # only the last `window` positions
     offset = np.where(allowed, 0.0, -np.inf)[:, :, None]     # (Tq,Tk,1) float64: 0 or -inf
