@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from minimolkv import ctxattn, molkv, ops
-from minimolkv.checks import check_ctxattn
+from minimolkv.gradcheck_layers import check_ctxattn
 from minimolkv.gradcheck import LAYER_TOL
 
 B, T, D, Dk = 2, 9, 6, 4

@@ -15,7 +15,7 @@ LAYERS = [
     ("blocks", {"attention", "ffn", "moe", "mole", "molkv", "ctxattn"}),
     ("model", {"model", "generate", "lut", "params"}),
     ("training", {"tokenizer", "corpora", "data", "optim", "run", "train", "checkpoint", "memory"}),
-    ("checking", {"gradcheck", "checks"}),
+    ("checking", {"gradcheck", "gradcheck_layers"}),
 ]
 def imports():
     """{module: set of package modules it imports}, modules named relative to the package."""

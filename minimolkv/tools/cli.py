@@ -31,7 +31,7 @@ from minimolkv.tools.options import Parser, add_config_args, add_kinds_arg, add_
 # ----------------------------------------------------------------------------
 
 def cmd_gradcheck(args):
-    from minimolkv.checks import CHECKS
+    from minimolkv.gradcheck_layers import CHECKS
     from minimolkv.gradcheck import format_table
 
     names = list(CHECKS) if not args.only else args.only

@@ -1,4 +1,4 @@
-"""The gradient checks of every layer: float64 set-ups with non-trivial values.
+"""The gradient check of every layer (gradcheck.py has the method): float64 set-ups with non-trivial values.
 
 Each `check_<layer>(seed)` builds small random inputs and parameters (no
 zeros, norm gains != 1), runs the layer's backward against centred
