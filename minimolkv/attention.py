@@ -67,10 +67,7 @@ def init(rng, d_model, n_heads, dtype=np.float64):
     """N(0, 0.02²) weights. (model.init scales `proj`, a write into the
     residual stream, by 1/sqrt(2L).)"""
     validate.init_args(dtype, d_model=d_model, n_heads=n_heads)
-    return {
-        "qkv": (0.02 * rng.standard_normal((d_model, 3 * d_model))).astype(dtype),   # (D,3D)
-        "proj": (0.02 * rng.standard_normal((d_model, d_model))).astype(dtype),      # (D,D)
-    }
+    return ops.init_params(rng, param_shapes(d_model, n_heads), dtype)
 
 
 def param_shapes(d_model, n_heads):

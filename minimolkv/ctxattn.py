@@ -55,12 +55,7 @@ def init(rng, d_model, d_key, dtype=np.float64):
     """N(0, 0.02²) matrices (model.init scales `value`, a write into the residual
     stream, by 1/sqrt(2L)); the recency slope m starts at 0.5."""
     validate.init_args(dtype, d_model=d_model, d_key=d_key)
-    return {
-        "query": (0.02 * rng.standard_normal((d_model, d_key))).astype(dtype),      # (D,Dk)
-        "key": (0.02 * rng.standard_normal((d_model, d_key))).astype(dtype),        # (D,Dk)
-        "value": (0.02 * rng.standard_normal((d_model, d_model))).astype(dtype),    # (D,D)
-        "recency": np.log(np.expm1([molkv.RECENCY_INIT])).astype(dtype),  # (1,) m starts as MoLKV's first slope
-    }
+    return ops.init_params(rng, param_shapes(d_model, d_key), dtype)   # recency: m starts at 0.5, as MoLKV's first
 
 
 def param_shapes(d_model, d_key):

@@ -31,10 +31,7 @@ def init(rng, d_model, d_ff, dtype=np.float64):
     """N(0, 0.02²) weights. (model.init scales `down`, a write into the residual
     stream, by 1/sqrt(2L).)"""
     validate.init_args(dtype, d_model=d_model, d_ff=d_ff)
-    return {
-        "up": (0.02 * rng.standard_normal((d_model, d_ff))).astype(dtype),      # (D,Fd)
-        "down": (0.02 * rng.standard_normal((d_ff, d_model))).astype(dtype),    # (Fd,D)
-    }
+    return ops.init_params(rng, param_shapes(d_model, d_ff), dtype)
 
 
 def param_shapes(d_model, d_ff):

@@ -104,32 +104,15 @@ def options(config, name):
 # ----------------------------------------------------------------------------
 
 def init(config, seed=0, dtype=np.float32):
-    """Fresh parameters. Matrices ~ N(0, 0.02²); every matrix that writes into
-    the residual stream (attn.proj and each block's `residual`) is scaled by
-    1/sqrt(2L), the same for every kind; norm gains 1. A fresh model's loss
-    is close to ln V."""
-    c = config
-    rng = np.random.default_rng(seed)
-    D, L = c.d_model, c.n_layers
-    resid = 1.0 / np.sqrt(2 * L)
-    params = {
-        "tok_emb": 0.02 * rng.standard_normal((c.vocab_size, D)),      # (V,D)
-        "pos_emb": 0.02 * rng.standard_normal((c.context_len, D)),     # (T_max,D)
-    }
-    for l in range(L):
-        pre = f"layers.{l}."
-        params[pre + "ln1"] = np.ones(D)                                # (D,)
-        for k, v in attention.init(rng, D, c.n_heads).items():
-            params[pre + "attn." + k] = v * (resid if k == "proj" else 1.0)
-        params[pre + "ln2"] = np.ones(D)                                # (D,)
-        for name in layer_blocks(c):
-            spec = BLOCKS[name]
-            block = spec.module.init(rng, *(getattr(c, f) for f in spec.init_args))
-            for k, v in block.items():
-                params[pre + name + "." + k] = v * (resid if k == spec.residual else 1.0)
-    params["ln_f"] = np.ones(D)                                         # (D,)
-    params["lm_head"] = 0.02 * rng.standard_normal((D, c.vocab_size))  # (D,V)
-    return {k: np.asarray(v, dtype=dtype) for k, v in params.items()}
+    """Fresh parameters (ops.init_params over param_shapes, in its order). Matrices ~
+    N(0, 0.02²); every matrix that writes into the residual stream (attn.proj and each
+    block's `residual`) is scaled by 1/sqrt(2L), the same for every kind; norm gains 1.
+    A fresh model's loss is close to ln V."""
+    L = config.n_layers
+    writers = {f"layers.{l}.attn.proj" for l in range(L)}                     # into the residual stream
+    writers |= {f"layers.{l}.{b}.{BLOCKS[b].residual}" for l in range(L) for b in layer_blocks(config)}
+    return ops.init_params(np.random.default_rng(seed), param_shapes(config), dtype, scaled=writers,
+                           scale=1.0 / np.sqrt(2 * L))
 
 
 def param_shapes(config):
@@ -305,23 +288,32 @@ def backward(cache, dloss=1.0, *, check=True):
 
 def build_luts(params, config, *, check=True):
     """{"layers.l.mole.u": (V,N,D)} or {"layers.l.molkv.k": (V,N,Dk), "layers.l.molkv.v": (V,N,D)}
-    for every layer l. Empty for dense and moe (their experts read h, not a function of the id)."""
+    for every layer l. Empty for the other kinds (their blocks read h, not a function of the id)."""
     if check:
         validate_run.model_params(params, config, param_shapes(config))
-    luts = {}
-    for l, p in enumerate(layer_params(params, config.n_layers)):
-        for name in layer_blocks(config):
-            tables = BLOCKS[name].module.build_lut(p[name], params["tok_emb"], check=False)
-            luts.update({f"layers.{l}.{name}.{t}": table for t, table in tables.items()})
+    c, luts = config, {}
+    for l, p in enumerate(layer_params(params, c.n_layers)):
+        if c.kind == "mole":
+            tables = mole.build_lut(p["mole"], params["tok_emb"], check=False)        # {"u": (V,N,D)}
+        elif c.kind == "molkv":
+            tables = molkv.build_lut(p["molkv"], params["tok_emb"], check=False)      # {"k": .., "v": ..}
+        else:
+            tables = {}
+        for t, table in tables.items():
+            luts[f"layers.{l}.{c.kind}.{t}"] = table
     return luts
 
 
 def lut_shapes(config):
     """{name: shape} of the tables build_luts makes for this config."""
-    shapes = {}
-    for l in range(config.n_layers):
-        for name in layer_blocks(config):
-            spec = BLOCKS[name]
-            tables = spec.module.table_shapes(config.vocab_size, *(getattr(config, f) for f in spec.init_args))
-            shapes.update({f"layers.{l}.{name}.{t}": s for t, s in tables.items()})
+    c, shapes = config, {}
+    for l in range(c.n_layers):
+        if c.kind == "mole":
+            tables = mole.table_shapes(c.vocab_size, c.d_model, c.d_expert, c.n_experts)
+        elif c.kind == "molkv":
+            tables = molkv.table_shapes(c.vocab_size, c.d_model, c.d_expert, c.n_experts, c.d_key, c.variant)
+        else:
+            tables = {}
+        for t, shape in tables.items():
+            shapes[f"layers.{l}.{c.kind}.{t}"] = shape
     return shapes

@@ -79,12 +79,7 @@ def init(rng, d_model, d_expert, n_experts, dtype=np.float64):
     """N(0, 0.02²) weights. (model.init scales `down`, a write into the
     residual stream, by 1/sqrt(2L).)"""
     validate.init_args(dtype, d_model=d_model, d_expert=d_expert, n_experts=n_experts)
-    D, F, N = d_model, d_expert, n_experts
-    return {
-        "router": (0.02 * rng.standard_normal((D, N))).astype(dtype),            # (D,N)
-        "up": (0.02 * rng.standard_normal((N, D, F))).astype(dtype),             # (N,D,F)
-        "down": (0.02 * rng.standard_normal((N, F, D))).astype(dtype),           # (N,F,D)
-    }
+    return ops.init_params(rng, param_shapes(d_model, d_expert, n_experts), dtype)
 
 
 def param_shapes(d_model, d_expert, n_experts):

@@ -53,13 +53,7 @@ class MoleCache(NamedTuple):
 def init(rng, d_model, d_expert, n_experts, dtype=np.float64):
     """Fresh parameters: norm gain 1, small Gaussian matrices (std 0.02)."""
     validate.init_args(dtype, d_model=d_model, d_expert=d_expert, n_experts=n_experts)
-    D, F, N = d_model, d_expert, n_experts
-    return {
-        "norm": np.ones(D, dtype=dtype),                                   # (D,)
-        "router": (0.02 * rng.standard_normal((D, N))).astype(dtype),      # (D,N)
-        "up": (0.02 * rng.standard_normal((N, D, F))).astype(dtype),       # (N,D,F)
-        "down": (0.02 * rng.standard_normal((N, F, D))).astype(dtype),     # (N,F,D)
-    }
+    return ops.init_params(rng, param_shapes(d_model, d_expert, n_experts), dtype)
 
 
 def param_shapes(d_model, d_expert, n_experts):

@@ -66,7 +66,6 @@ import numpy as np
 from minimolkv import kvbuffer, ops, validate
 
 VARIANTS = ("joint", "recency", "gated")
-RECENCY_INIT = 0.5         # m[n] starts at ALiBi's slopes 0.5, 0.25, 0.125, ... one per expert
 
 
 class AttendCache(NamedTuple):
@@ -123,21 +122,7 @@ def init(rng, d_model, d_expert, n_experts, d_key, variant="joint", dtype=np.flo
     "recency": slopes 0.5, 0.25, ...; "gated": gate 0 (exactly MoLE at init)."""
     validate.init_args(dtype, VARIANTS, d_model=d_model, d_expert=d_expert, n_experts=n_experts,
                        d_key=d_key, variant=variant)
-    D, F, N, Dk = d_model, d_expert, n_experts, d_key
-    params = {
-        "norm": np.ones(D, dtype=dtype),                                   # (D,)
-        "query": (0.02 * rng.standard_normal((D, Dk))).astype(dtype),      # (D,Dk)
-        "up": (0.02 * rng.standard_normal((N, D, F))).astype(dtype),       # (N,D,F)
-        "down_k": (0.02 * rng.standard_normal((N, F, Dk))).astype(dtype),  # (N,F,Dk)
-        "down_v": (0.02 * rng.standard_normal((N, F, D))).astype(dtype),   # (N,F,D)
-    }
-    if variant == "recency":
-        slopes = RECENCY_INIT * 0.5 ** np.arange(N)                        # (N,) m at init
-        params["recency"] = np.log(np.expm1(slopes)).astype(dtype)         # (N,) softplus(recency) = slopes
-    if variant == "gated":
-        params["router"] = (0.02 * rng.standard_normal((D, N))).astype(dtype)  # (D,N)
-        params["gate"] = np.zeros(1, dtype=dtype)                          # (1,) tanh(0) = 0: MoLE
-    return params
+    return ops.init_params(rng, param_shapes(d_model, d_expert, n_experts, d_key, variant), dtype)
 
 
 def param_shapes(d_model, d_expert, n_experts, d_key, variant="joint"):

@@ -26,6 +26,7 @@ import numpy as np
 from minimolkv import validate
 
 RMS_EPS = 1e-5                     # rmsnorm epsilon, pinned in docs/design.md
+RECENCY_INIT = 0.5                 # recency slopes start at ALiBi's 0.5, 0.25, 0.125, ... (init_params)
 GELU_C = math.sqrt(2.0 / math.pi)  # tanh-form GELU constant (a Python float: keeps float32 float32)
 GELU_A = 0.044715
 
@@ -52,6 +53,30 @@ def linear_backward(dout, cache):
     dx = dout @ w.T                                        # (...,Dout) @ (Dout,Din) -> (...,Din)
     dw = x.reshape(-1, x.shape[-1]).T @ dout.reshape(-1, dout.shape[-1])  # (Din,M) @ (M,Dout) -> (Din,Dout)
     return dx, dw
+
+
+# ----------------------------------------------------------------------------
+# fresh parameters from their shapes: every block's init and the model's
+# ----------------------------------------------------------------------------
+
+def init_params(rng, shapes, dtype=np.float64, scaled=(), scale=1.0):
+    """Fresh parameters for {name: shape}, drawn from rng in that order: every matrix
+    N(0, 0.02²) (times `scale` for the names in `scaled`), every vector 1 (norm gains),
+    and two vectors by their name: "recency" starts at softplus^-1 of the slopes
+    RECENCY_INIT * 0.5**n (one per expert, ALiBi's 0.5, 0.25, ...), "gate" at 0."""
+    params = {}
+    for name, shape in shapes.items():
+        last = name.rsplit(".", 1)[-1]
+        if len(shape) >= 2:
+            value = 0.02 * rng.standard_normal(shape) * (scale if name in scaled else 1.0)
+        elif last == "recency":
+            value = np.log(np.expm1(RECENCY_INIT * 0.5 ** np.arange(shape[0])))   # softplus(value) = slopes
+        elif last == "gate":
+            value = np.zeros(shape)                                 # tanh(0) = 0: "gated" starts as MoLE
+        else:
+            value = np.ones(shape)
+        params[name] = value.astype(dtype)
+    return params
 
 
 # ----------------------------------------------------------------------------
