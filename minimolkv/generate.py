@@ -1,4 +1,6 @@
-"""Generation with caches: one token at a time, O(T) work per new token.
+"""Generation with caches: one token at a time. Per new token and layer the work is
+O(t·D) for attention and O(t·N·(Dk + D)) for MoLKV's expert cache (t positions
+cached), instead of a whole forward; at each slide C/2 tokens are read again.
 
 Letters: B batch, D d_model, V vocabulary, N experts, t the current position.
 

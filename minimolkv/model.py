@@ -10,14 +10,14 @@ A pre-norm decoder, Llama-like but small, as in the MoLE code:
     per layer l:
         x = x + attn(rmsnorm(x, ln1))
         h = rmsnorm(x, ln2)
-        x = x + ffn(h) + experts(h, e)         experts: none | moe | mole | molkv
+        x = x + ffn(h) + experts(h, e)         experts: none | moe | mole | molkv | ctxattn
     logits = rmsnorm(x, ln_f) @ lm_head        (B,T,V)   untied head
     loss   = mean cross-entropy
 
 The dense FFN and the expert block sit side by side: both read the
 normalized hidden state h, and MoLE and MoLKV also read the raw embeddings e
 of the input ids. They share one interface (ffn.py, moe.py, mole.py,
-molkv.py), so the model runs them through one table, BLOCKS, and one code
+molkv.py, ctxattn.py), so the model runs them through one table, BLOCKS, and one code
 path: comparisons between kinds are fair. Generation (with the caches) is in
 generate.py; parameter accounting in params.py.
 

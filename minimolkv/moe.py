@@ -29,7 +29,7 @@ only meaningful where the selection is identical at x +- h; the cache exposes
 `keep` (B,T,N) so a check can verify that. Ties are broken towards the
 lower expert index (a stable sort).
 
-The interface of every block beside attention (ffn.py, mole.py, molkv.py):
+The interface of every block beside attention (ffn.py, mole.py, molkv.py, ctxattn.py):
 init, forward(params, h, e, top_k), backward -> (dh, de=None, grads), and
 build_lut / forward_lut / decode_step with no tables and no state.
 """

@@ -25,7 +25,7 @@ and inference replaces the N expert FFNs by one lookup:
 Only the router (D·N numbers per layer) stays in RAM; the table can live on
 disk (see lut.py).
 
-The interface of every block beside attention (ffn.py, moe.py, molkv.py):
+The interface of every block beside attention (ffn.py, moe.py, molkv.py, ctxattn.py):
     init(rng, d_model, d_expert, n_experts)       -> params
     forward(params, h, e)                         -> y, cache
     backward(dy, cache)                           -> dh, de, grads

@@ -32,8 +32,9 @@ Attention is over positions: a token id that occurs twice contributes its N
 key-value experts twice.
 
 Two more formulations (`variant`), both explained in docs/design.md:
-    "recency"  S[t,j,n] -= m[n] * (t - j), with m = softplus(recency) >= 0
-               learned per expert (ALiBi-like): a soft window. Extra parameter
+    "recency"  S[t,j,n] -= m[n] * (t - j), with m = softplus(recency) > 0
+               learned per expert (ALiBi-like): a soft window; joint is the
+               limit m -> 0. Extra parameter
                recency (N,).
     "gated"    MoLE's term for the current token plus a gated attention over
                the earlier tokens' key-value experts:
@@ -55,8 +56,10 @@ MoLE is the special case window=1, query = identity (Dk = D) and keys
 k_table[i, n] = sqrt(D) * router[:, n] for every id i: then the only allowed
 scores are S[t,t,n] = (h @ router)[t,n] and P[t,t,:] is MoLE's router softmax.
 
-Memory: the (B,T,T,N) tensors (scores S, weights P and their gradients) are
-the big ones; the cache keeps P only.
+Memory: the cache keeps one (B,T,T,N) tensor, P (the scores S and the
+gradients dP, dS live only inside a call). It is not the largest: at the
+defaults (T = 64, N = 4, F = 128) each (B,T,N,F) activation of the experts
+(a, and gelu's input) holds twice as many numbers as P.
 """
 
 from typing import NamedTuple

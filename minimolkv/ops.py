@@ -26,7 +26,7 @@ import numpy as np
 from minimolkv import validate
 
 RMS_EPS = 1e-5                     # rmsnorm epsilon, pinned in docs/design.md
-RECENCY_INIT = 0.5                 # recency slopes start at ALiBi's 0.5, 0.25, 0.125, ... (init_params)
+RECENCY_INIT = 0.5                 # recency slopes start at 0.5, 0.25, 0.125, ... (init_params)
 GELU_C = math.sqrt(2.0 / math.pi)  # tanh-form GELU constant (a Python float: keeps float32 float32)
 GELU_A = 0.044715
 
@@ -63,7 +63,7 @@ def init_params(rng, shapes, dtype=np.float64, scaled=(), scale=1.0):
     """Fresh parameters for {name: shape}, drawn from rng in that order: every matrix
     N(0, 0.02²) (times `scale` for the names in `scaled`), every vector 1 (norm gains),
     and two vectors by their name: "recency" starts at softplus^-1 of the slopes
-    RECENCY_INIT * 0.5**n (one per expert, ALiBi's 0.5, 0.25, ...), "gate" at 0."""
+    RECENCY_INIT * 0.5**n (one per expert: 0.5, 0.25, ...), "gate" at 0."""
     params = {}
     for name, shape in shapes.items():
         last = name.rsplit(".", 1)[-1]
