@@ -34,8 +34,8 @@ def moe_bytes_per_token(n_layers, top_k, d_model, d_expert, itemsize):
 def mole_backward(dy, cache):
     """dy (B,T,D) -> dh (B,T,D), de (B,T,D), grads {norm, router, up, down}.
 
-    cache = mole.MoleCache(params, router, s, hidden, a, u); hidden =
-    ops.ExpertHiddenCache(e_hat, norm, gelu, up). The einsums are what ops.py
+    cache = mole.MoleCache(params, router_cache, s, hidden, a, u); hidden =
+    ops.ExpertHiddenCache(e_hat, norm_cache, gelu, up). The einsums are what ops.py
     computes as batched matmuls.
     """
     params, c_router, s, hidden, a, u = cache                           # a mole.MoleCache
