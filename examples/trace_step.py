@@ -2,6 +2,7 @@
 
     python examples/trace_step.py            # the default model on Shakespeare
     python examples/trace_step.py --list     # and every function with its call count
+    python examples/trace_step.py --variant recency   # a MoLKV variant other than the default
 
 A reader who steps through one training step in a debugger meets every
 function listed here. The script trains the default model (model.Config(),
@@ -36,7 +37,7 @@ def loop_head(function):
     raise ValueError(f"{function.__qualname__} has no loop")
 
 
-def trace_one_step(loop_function=train.train):
+def trace_one_step(loop_function=train.train, data="shakespeare", tokenizer="bpe", **config):
     """Train three steps; count the calls made during the second one (after the first)."""
     loop_function = inspect.unwrap(loop_function)            # under its decorators
     head = loop_head(loop_function)
@@ -61,9 +62,9 @@ def trace_one_step(loop_function=train.train):
                 numpy_calls[frame.f_code.co_name] += 1
         return None
 
-    spec = train.DataSpec("shakespeare")
+    spec = train.DataSpec(data, tokenizer=tokenizer)
     dataset = spec.load()
-    config = model.Config(vocab_size=dataset.tokenizer.vocab_size)
+    config = model.Config(vocab_size=dataset.tokenizer.vocab_size, **config)
     run = train.new_run(config, train.Settings(steps=3), spec, dataset)
     sys.settrace(tracer)
     try:
@@ -75,9 +76,10 @@ def trace_one_step(loop_function=train.train):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    calls, numpy_calls = trace_one_step()
+    options = {"variant": argv[argv.index("--variant") + 1]} if "--variant" in argv else {}
+    calls, numpy_calls = trace_one_step(**options)
     modules = sorted({m for m, _ in calls})
-    print(f"one default training step after the first: {len(calls)} functions, "
+    print(f"one {'default' if not options else options['variant']} training step after the first: {len(calls)} functions, "
           f"{sum(calls.values())} calls, in {len(modules)} modules ({', '.join(modules)}); "
           f"{sum(numpy_calls.values())} numpy calls")
     if "--list" in argv:
