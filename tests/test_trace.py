@@ -17,9 +17,8 @@ def trace_step():
     return module
 
 
-@pytest.mark.parametrize("variant", ["joint", "recency"])
-def test_one_step_is_short_and_checks_nothing(trace_step, variant):
-    calls, _ = trace_step.trace_one_step(tokenizer="byte", variant=variant)   # byte: no BPE to train
+def test_one_default_step_is_short_and_checks_nothing(trace_step):
+    calls, _ = trace_step.trace_one_step(tokenizer="byte")          # the default model; byte: no BPE to train
     modules = {m for m, _ in calls}
     assert 0 < len(calls) <= 38 and sum(calls.values()) <= 170 and len(modules) <= 8, calls
     assert ("minimolkv.train", "step") in calls and ("minimolkv.molkv", "attend_forward") in calls
