@@ -79,7 +79,8 @@ def main(argv=None):
     options = {"variant": argv[argv.index("--variant") + 1]} if "--variant" in argv else {}
     calls, numpy_calls = trace_one_step(**options)
     modules = sorted({m for m, _ in calls})
-    print(f"one {'default' if not options else options['variant']} training step after the first: {len(calls)} functions, "
+    what = options.get("variant", "default")
+    print(f"one {what} training step after the first: {len(calls)} functions, "
           f"{sum(calls.values())} calls, in {len(modules)} modules ({', '.join(modules)}); "
           f"{sum(numpy_calls.values())} numpy calls")
     if "--list" in argv:

@@ -39,7 +39,7 @@ from minimolkv import attention, ctxattn, ffn, moe, mole, molkv, ops, validate_r
 @dataclass(frozen=True)
 class Block:
     """What the model knows of a block beside attention (one row of BLOCKS)."""
-    module: object              # init, param_shapes, forward, backward, build_lut, table_shapes, forward_lut, decode_step
+    module: object              # the block's module (section 4 of docs/design.md: its interface)
     init_args: tuple            # Config fields given to module.init (and param_shapes, table_shapes), in order
     options: tuple = ()         # Config fields given by keyword to forward, forward_lut and decode_step
     residual: str = "down"      # the matrix that writes into the residual stream (scaled at init)

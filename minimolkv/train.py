@@ -1,6 +1,6 @@
-"""Training loop, evaluation and checkpoints.
+"""One training step (step), the loop around it (train), evaluation.
 
-One step:
+One step, step():
     x, y   = get_batch(train ids)                    (B,T), (B,T)
     loss   = model.forward(params, config, x, y)
     grads  = model.backward(cache)                   same keys as params
@@ -124,7 +124,7 @@ def train(run, dataset, out_dir=None, stop_after=None, log=print, log_every=10):
     report the problem once and clearly.
     """
     s, config = run.settings, run.config
-    validate_run.model_params(run.params, config, model.param_shapes(config))       # once: the steps below run unchecked
+    validate_run.model_params(run.params, config, model.param_shapes(config))   # once: the steps run unchecked
     check_fits(dataset, config.context_len)
     layers = model.layer_params(run.params, config.n_layers)   # the per-layer view, made once
     end = s.steps if stop_after is None else min(s.steps, stop_after)

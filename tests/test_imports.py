@@ -8,7 +8,8 @@ import minimolkv
 
 PACKAGE = os.path.dirname(minimolkv.__file__)
 
-# docs/design.md's layers, lowest first: a module may import only from its own layer or below.
+# docs/design.md's layers in the map's order: a module may import only from its own layer or
+# an earlier one (above it in the map).
 LAYERS = [
     ("validation", {"validate", "validate_run"}),
     ("primitives", {"ops", "kvbuffer", "files"}),
@@ -94,5 +95,5 @@ def test_the_layers_of_the_design():
         assert module in layer_of, f"{module} is in no layer of docs/design.md"
         for target in targets:
             assert not target.startswith("tools."), f"{module} imports {target}: teaching code never imports tools/"
-            assert layer_of[target] <= layer_of[module], \
-                f"{module} ({LAYERS[layer_of[module]][0]}) imports {target} ({LAYERS[layer_of[target]][0]}), a layer above"
+            assert layer_of[target] <= layer_of[module], (f"{module} ({LAYERS[layer_of[module]][0]}) imports "
+                                                          f"{target} ({LAYERS[layer_of[target]][0]}), a later layer")
