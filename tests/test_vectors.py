@@ -57,3 +57,12 @@ def test_tables_and_decoding_give_the_forward(name):
         np.testing.assert_allclose(steps, y, rtol=1e-10, atol=1e-12)
         assert all(np.isfinite(case[k]).all() for k in case if k.startswith("grad."))
         assert any(np.abs(case[k]).max() > 1e-3 for k in case if k.startswith("grad."))
+
+
+def test_the_command_refuses_a_file_as_out(tmp_path, capsys):
+    from minimolkv.__main__ import main
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(SystemExit) as refused:
+        main(["vectors", "--out", str(tmp_path / "a-file")])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "--out" in err and "is a file" in err and "Traceback" not in err
