@@ -38,21 +38,36 @@ def loop_head(function):
 
 
 def trace_one_step(loop_function=train.train, data="shakespeare", tokenizer="bpe", **config):
-    """Train three steps; count the calls made during the second one (after the first)."""
+    """Train three steps; count the calls made during the second one (after the first).
+
+    Where train.step exists (the step as one function) the second call of it is
+    traced, itself included, and nothing the loop does around it (progress,
+    evaluation); in older code, whose step was the body of the training loop, the
+    second pass of the loop, from its head to its head again."""
+    step = getattr(train, "step", None)
+    step_code = step.__code__ if callable(step) else None
     loop_function = inspect.unwrap(loop_function)            # under its decorators
     head = loop_head(loop_function)
     code = loop_function.__code__
-    calls, numpy_calls, visits = collections.Counter(), collections.Counter(), [0]
+    calls, numpy_calls, visits, steps = collections.Counter(), collections.Counter(), [0], [0]
 
     def local(frame, event, arg):                     # line events of the loop's own frame
         if event == "line" and frame.f_lineno == head:
             visits[0] += 1
         return local
 
+    def leave_step(frame, event, arg):                # the traced step returns: stop counting
+        if event == "return":
+            steps[0] += 1
+        return leave_step
+
     def tracer(frame, event, arg):
-        if frame.f_code is code:
+        if frame.f_code is code and step_code is None:
             return local
-        if visits[0] == 2:                            # inside the second pass of the loop
+        if frame.f_code is step_code:
+            steps[0] += 1                             # 1: the first step, 3: the second
+        counting = steps[0] == 3 if step_code is not None else visits[0] == 2
+        if counting:
             path = os.path.abspath(frame.f_code.co_filename)
             if path.startswith(PACKAGE + os.sep):
                 module = os.path.relpath(path, os.path.dirname(PACKAGE))[:-3].replace(os.sep, ".")
@@ -60,7 +75,7 @@ def trace_one_step(loop_function=train.train, data="shakespeare", tokenizer="bpe
                        else frame.f_code.co_name)] += 1
             elif "numpy" in path:
                 numpy_calls[frame.f_code.co_name] += 1
-        return None
+        return leave_step if frame.f_code is step_code else None
 
     spec = train.DataSpec(data, tokenizer=tokenizer)
     dataset = spec.load()
