@@ -174,6 +174,29 @@ Names in every file:
   when the inputs are fed one position at a time, t = 0..T-1, with the
   decoding caches (key-value expert cache, attention KV cache).
 
+## The formulas (no biases; `rmsnorm(x, w) = x / sqrt(mean(x**2) + 1e-5) * w`, tanh GELU)
+
+    ffn      y = gelu(h @ up) @ down
+    moe      p = softmax(h @ router); keep the top_k; g = p·keep / sum(p·keep)
+             y = sum_n g[n] gelu(h @ up[n]) @ down[n]
+    mole     ê = rmsnorm(e, norm); s = softmax(h @ router); u[n] = gelu(ê @ up[n]) @ down[n]
+             y = sum_n s[n] u[n];  lut.u[i, n] = u[n] at e = emb[i]
+    molkv    ê = rmsnorm(e, norm); a[n] = gelu(ê @ up[n]); k[n] = a[n] @ down_k[n];
+             v[n] = a[n] @ down_v[n]; q = h @ query
+             S[t,j,n] = q[t]·k[j,n] / sqrt(Dk), -inf unless t - window < j <= t
+             joint:   P = softmax of S over (j, n) jointly; y[t] = sum_{{j,n}} P[t,j,n] v[j,n]
+             recency: S[t,j,n] -= softplus(recency[n]) (t - j), then as joint
+             gated:   P over j < t only; y[t] = sum_n softmax(h @ router)[t,n] v[t,n]
+                      + tanh(gate) sum_{{j<t,n}} P[t,j,n] v[j,n]
+             lut.k[i], lut.v[i] = k, v at e = emb[i]
+    ctxattn  q = h @ query, k = h @ key, v = h @ value; S[t,j] = q[t]·k[j] / sqrt(Dk)
+             - softplus(recency) (t - j), masked as molkv; y = softmax_j(S) v
+    attention  causal multi-head self-attention, qkv = x @ qkv split in H heads of D/H,
+             softmax(q k^T / sqrt(D/H) + causal mask) v, heads merged, @ proj
+    model    e = tok_emb[ids]; x = e + pos_emb[:T]; per layer
+             x += attention(rmsnorm(x, ln1)); h = rmsnorm(x, ln2); x += ffn(h) + block(h, e);
+             logits = rmsnorm(x, ln_f) @ lm_head; loss = mean cross-entropy(logits, targets)
+
 ## The cases
 """
 
