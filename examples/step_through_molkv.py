@@ -2,6 +2,7 @@
 
     python examples/step_through_molkv.py           # runs through, prints the shapes it met
     python examples/step_through_molkv.py --pdb     # stops just before molkv.forward, in pdb
+    python examples/step_through_molkv.py --pdb --steps 5   # trains only 5 steps (the tests do)
 
 Freshly initialised weights make every attention weight about equal, which
 teaches little in a debugger. So the script first trains the default MoLKV
@@ -13,7 +14,8 @@ molkv.forward and molkv.backward on them: the calls to step into.
 
 docs/debugging.md says where to break, what to watch, and how to step over
 NumPy's internals (with --pdb the debugger already skips numpy and
-minimolkv.validate, so `s` only stops in the math).
+minimolkv.validate*, so `s` only stops in the math). tests/test_debugging.py
+drives that walkthrough through pdb, so the document and the code cannot drift apart.
 """
 
 import argparse
@@ -24,17 +26,18 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # small matrices: one BLAS 
 
 import numpy as np  # noqa: E402
 
-from minimolkv import checkpoint, model, molkv, train  # noqa: E402
+from minimolkv import checkpoint, memory, model, molkv, train  # noqa: E402
 
 LINE = "To be, or not to be, that is the question:"
-CACHE = os.path.join(tempfile.gettempdir(), "minimolkv-example-molkv")
 
 
 def trained_model(steps=300):
-    """The default MoLKV model, variant recency, after `steps` steps on Shakespeare (kept in CACHE)."""
+    """The default MoLKV model, variant recency, after `steps` steps on Shakespeare (kept in a
+    temporary folder per number of steps)."""
+    cache = os.path.join(tempfile.gettempdir(), f"minimolkv-example-molkv-{steps}")
     try:
-        run = checkpoint.load(CACHE)
-        if run["step"] == steps:
+        run = checkpoint.load(cache)
+        if run.step == steps:
             return run
     except (FileNotFoundError, ValueError):
         pass
@@ -43,26 +46,30 @@ def trained_model(steps=300):
     config = model.Config(vocab_size=dataset.tokenizer.vocab_size, variant="recency")   # otherwise the defaults
     run = train.new_run(config, train.Settings(steps=steps, eval_every=steps), spec, dataset)
     print(f"training {steps} steps of the default MoLKV model (variant recency) on Shakespeare, once ...")
-    return train.train(run, dataset, out_dir=CACHE, log_every=100)
+    return train.train(run, dataset, out_dir=cache, log_every=100)
 
 
 def main(argv=None):
-    args = argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_known_args(argv)[1]
-    run = trained_model()
-    params, config, tok = run["params"], run["config"], run["tokenizer"]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pdb", action="store_true", help="stop in pdb just before molkv.forward")
+    parser.add_argument("--steps", type=int, default=300, help="training steps before (default 300)")
+    args = parser.parse_args(argv)
+    memory.keep_freed_memory()                                                # no page-fault storms (memory.py)
+    run = trained_model(args.steps)
+    params, config, tok = run.params, run.config, run.tokenizer
     ids = tok.encode(LINE)[None]                                              # (1,T) one line of verse
     _, _, cache = model.forward(params, config, ids)                          # the whole model, once
-    xhat, rstd, w = cache.layers[0].ln2                                       # h = rmsnorm(x, ln2) of layer 0
+    xhat, rstd, w = cache.layers[0].ln2_cache                                       # h = rmsnorm(x, ln2) of layer 0
     h = xhat * w                                                              # (1,T,D) what the query reads
     e = params["tok_emb"][ids]                                                # (1,T,D) what the experts read
     block = model.layer_params(params, config.n_layers)[0]["molkv"]           # norm, query, up, down_k, down_v
     dy = np.random.default_rng(0).standard_normal(h.shape).astype(h.dtype)    # an upstream gradient
 
-    if "--pdb" in args:
+    if args.pdb:
         import pdb
-        print("\nStopped before molkv.forward. Try:  s  (into forward),  n,  p k.shape,  "
-              "p cache.attend.P[0, -1].sum(-1)  ... docs/debugging.md has a tour.")
-        pdb.Pdb(skip=["numpy.*", "minimolkv.validate"]).set_trace()
+        print("\nStopped before molkv.forward. Try:  s  (into forward),  n  (line by line),  "
+              "p e.shape  ... docs/debugging.md has the tour.")
+        pdb.Pdb(skip=["numpy.*", "minimolkv.validate*"]).set_trace()
     y, cache = molkv.forward(block, h, e, window=config.window, variant=config.variant)   # (1,T,D)
     dh, de, grads = molkv.backward(dy, cache)                                            # (1,T,D) x2, grads
 

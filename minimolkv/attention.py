@@ -33,12 +33,12 @@ from minimolkv import kvbuffer, ops, validate
 
 
 class AttentionCache(NamedTuple):
-    qkv: ops.LinearCache       # qkv = x @ params["qkv"]
+    qkv_cache: ops.LinearCache   # qkv = x @ params["qkv"]
     qs: np.ndarray             # (B,H,T,hs) queries times scale
     k: np.ndarray              # (B,H,T,hs) keys
     v: np.ndarray              # (B,H,T,hs) values
     P: np.ndarray              # (B,H,T,T) attention weights
-    proj: ops.LinearCache      # y = merged @ params["proj"]
+    proj_cache: ops.LinearCache  # y = merged @ params["proj"]
     scale: float               # 1 / sqrt(hs)
     n_heads: int
 
@@ -60,28 +60,6 @@ class KVCache(NamedTuple):
 
 
 # ----------------------------------------------------------------------------
-# heads: (B,T,D) <-> (B,H,T,hs)
-# ----------------------------------------------------------------------------
-
-def split_heads(z, n_heads):
-    """(B,T,D) -> (B,H,T,hs): head i takes columns [i*hs, (i+1)*hs)."""
-    B, T, D = z.shape
-    return z.reshape(B, T, n_heads, D // n_heads).transpose(0, 2, 1, 3)
-
-
-def merge_heads(z):
-    """(B,H,T,hs) -> (B,T,D), the inverse of split_heads."""
-    B, H, T, hs = z.shape
-    return z.transpose(0, 2, 1, 3).reshape(B, T, H * hs)
-
-
-def causal_mask(T, dtype):
-    """(T,T): 0 where position t may see j (j <= t), -inf where j > t (the future)."""
-    future = np.triu(np.ones((T, T), dtype=bool), k=1)      # (T,T)  True where j > t
-    return np.where(future, -np.inf, 0.0).astype(dtype)
-
-
-# ----------------------------------------------------------------------------
 # init / forward / backward
 # ----------------------------------------------------------------------------
 
@@ -89,10 +67,7 @@ def init(rng, d_model, n_heads, dtype=np.float64):
     """N(0, 0.02²) weights. (model.init scales `proj`, a write into the
     residual stream, by 1/sqrt(2L).)"""
     validate.init_args(dtype, d_model=d_model, n_heads=n_heads)
-    return {
-        "qkv": (0.02 * rng.standard_normal((d_model, 3 * d_model))).astype(dtype),   # (D,3D)
-        "proj": (0.02 * rng.standard_normal((d_model, d_model))).astype(dtype),      # (D,D)
-    }
+    return ops.init_params(rng, param_shapes(d_model, n_heads), dtype)
 
 
 def param_shapes(d_model, n_heads):
@@ -104,20 +79,22 @@ def forward(params, x, n_heads, *, check=True):
     """x (B,T,D) -> y (B,T,D), causal self-attention over the T positions.
     check=False: the caller has validated the inputs (the model does, once)."""
     if check:
-        validate.attention_forward(params, x, n_heads)
+        validate.block_input("attention", params, param_shapes, x, name="x", more=(n_heads,))
     B, T, D = x.shape
-    scale = 1.0 / float(np.sqrt(D // n_heads))              # a Python float: keeps x's dtype
+    H, hs = n_heads, D // n_heads                           # heads, head size
+    scale = 1.0 / float(np.sqrt(hs))                        # a Python float: keeps x's dtype
 
     qkv, c_qkv = ops.linear_forward(x, params["qkv"])       # (B,T,D) -> (B,T,3D)
-    q = split_heads(qkv[..., :D], n_heads)                  # (B,T,D) -> (B,H,T,hs)
-    k = split_heads(qkv[..., D:2 * D], n_heads)             # (B,T,D) -> (B,H,T,hs)
-    v = split_heads(qkv[..., 2 * D:], n_heads)              # (B,T,D) -> (B,H,T,hs)
+    # split the heads: head i takes columns [i*hs, (i+1)*hs) of q, k and v
+    q = qkv[..., :D].reshape(B, T, H, hs).transpose(0, 2, 1, 3)          # (B,T,D) -> (B,H,T,hs)
+    k = qkv[..., D:2 * D].reshape(B, T, H, hs).transpose(0, 2, 1, 3)     # (B,T,D) -> (B,H,T,hs)
+    v = qkv[..., 2 * D:].reshape(B, T, H, hs).transpose(0, 2, 1, 3)      # (B,T,D) -> (B,H,T,hs)
     qs = q * scale                                          # (B,H,T,hs) scaled before the product: T/hs x less work
     S = qs @ k.transpose(0, 1, 3, 2)                        # (B,H,T,hs) @ (B,H,hs,T) -> (B,H,T,T)
-    S += causal_mask(T, S.dtype)                            # (B,H,T,T)  -inf where j > t, in place
+    S += ops.score_offset(T, T)[0][:, :, 0]                 # (B,H,T,T)  -inf where j > t, in place
     P, _ = ops.softmax_forward(S)                           # (B,H,T,T)  rows sum to 1 over j
     o = P @ v                                               # (B,H,T,T) @ (B,H,T,hs) -> (B,H,T,hs)
-    merged = merge_heads(o)                                 # (B,H,T,hs) -> (B,T,D)
+    merged = o.transpose(0, 2, 1, 3).reshape(B, T, D)       # (B,H,T,hs) -> (B,T,D) the heads merged
     y, c_proj = ops.linear_forward(merged, params["proj"])  # (B,T,D) -> (B,T,D)
     return y, AttentionCache(c_qkv, qs, k, v, P, c_proj, scale, n_heads)
 
@@ -126,11 +103,12 @@ def backward(dy, cache, *, check=True):
     """dy (B,T,D) -> dx (B,T,D), grads {"qkv": (D,3D), "proj": (D,D)}."""
     c = cache
     if check:
-        validate.gradient(dy, c.proj.x.shape, c.proj.x.dtype)
+        validate.gradient(dy, c.proj_cache.x.shape, c.proj_cache.x.dtype)
     # y = merged @ proj
-    d_merged, d_proj = ops.linear_backward(dy, c.proj)          # (B,T,D), (D,D)
-    # merged = merge_heads(o)
-    do = split_heads(d_merged, c.n_heads)                       # (B,T,D) -> (B,H,T,hs)
+    d_merged, d_proj = ops.linear_backward(dy, c.proj_cache)          # (B,T,D), (D,D)
+    B, H, T, hs = c.v.shape
+    # merged = o.transpose(0, 2, 1, 3).reshape(B, T, D)
+    do = d_merged.reshape(B, T, H, hs).transpose(0, 2, 1, 3)    # (B,T,D) -> (B,H,T,hs)
     # o = P @ v
     dP = do @ c.v.transpose(0, 1, 3, 2)                         # (B,H,T,hs) @ (B,H,hs,T) -> (B,H,T,T)
     dv = c.P.transpose(0, 1, 3, 2) @ do                         # (B,H,T,T) @ (B,H,T,hs) -> (B,H,T,hs)
@@ -141,10 +119,12 @@ def backward(dy, cache, *, check=True):
     dk = dS.transpose(0, 1, 3, 2) @ c.qs                        # (B,H,T,T) @ (B,H,T,hs) -> (B,H,T,hs)
     # qs = q * scale
     dq = dqs * c.scale                                          # (B,H,T,hs)
-    # q, k, v = split_heads of the three column blocks of qkv
-    dqkv = np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)  # (B,T,3D)
+    # q, k, v = the three column blocks of qkv, heads split
+    dqkv = np.concatenate([dq.transpose(0, 2, 1, 3).reshape(B, T, H * hs),
+                           dk.transpose(0, 2, 1, 3).reshape(B, T, H * hs),
+                           dv.transpose(0, 2, 1, 3).reshape(B, T, H * hs)], axis=-1)   # (B,T,3D)
     # qkv = x @ params["qkv"]
-    dx, d_qkv = ops.linear_backward(dqkv, c.qkv)                # (B,T,D), (D,3D)
+    dx, d_qkv = ops.linear_backward(dqkv, c.qkv_cache)                # (B,T,D), (D,3D)
     return dx, {"qkv": d_qkv, "proj": d_proj}
 
 
@@ -167,7 +147,8 @@ def decode_step(params, x_t, n_heads, kv=None, *, max_len=None, check=True):
     context length); one more raises a ValueError.
     """
     if check:
-        validate.attention_decode(params, x_t, n_heads, kv, max_len)
+        validate.block_input("attention", params, param_shapes, x_t, name="x_t", more=(n_heads,))
+        validate.attention_decode(kv, KVCache, x_t, n_heads, max_len)
     B, D = x_t.shape
     hs = D // n_heads
     scale = 1.0 / float(np.sqrt(hs))                        # same scale as forward

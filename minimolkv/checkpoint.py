@@ -48,6 +48,7 @@ from minimolkv import model, validate_run
 from minimolkv.data import DataSpec
 from minimolkv.files import atomic_write, read_npy_header, remove_stale_temporaries
 from minimolkv.optim import state_from_arrays, state_to_arrays
+from minimolkv.run import Run, Settings
 from minimolkv.tokenizer import tokenizer_from_dict
 
 FORMAT = 2                    # 2: the metadata inside checkpoint.npz; 1: only in config.json
@@ -61,29 +62,29 @@ META_KEYS = ("format", "step", "model", "settings", "data", "tokenizer", "rng", 
 
 def save(folder, run):
     """Write run (params, opt, rng, step, config, settings, data, tokenizer, metrics, prompt)
-    to `folder`, as a unit (see the module docstring); run["last_checkpoint"] then names it:
+    to `folder`, as a unit (see the module docstring); run.last_checkpoint then names it:
     {"folder", "step", "steps" (the steps its settings train up to)}."""
     os.makedirs(folder, exist_ok=True)
     remove_stale_temporaries(folder, FILES)                  # left by a kill during an earlier save
     meta = {
         "format": FORMAT,
-        "step": run["step"],
-        "model": run["config"].to_dict(),
-        "settings": dataclasses.asdict(run["settings"]),
-        "data": dataclasses.asdict(run["data"]),
-        "tokenizer": run["tokenizer"].to_dict(),
-        "rng": run["rng"].bit_generator.state,            # exact generator state (big ints are fine in JSON)
-        "metrics": run["metrics"],
-        "prompt": run["prompt"],
+        "step": run.step,
+        "model": run.config.to_dict(),
+        "settings": dataclasses.asdict(run.settings),
+        "data": dataclasses.asdict(run.data),
+        "tokenizer": run.tokenizer.to_dict(),
+        "rng": run.rng.bit_generator.state,            # exact generator state (big ints are fine in JSON)
+        "metrics": run.metrics,
+        "prompt": run.prompt,
     }
     text = json.dumps(meta, indent=1, allow_nan=False).encode()   # NaN is not JSON: never write it
-    arrays = {"params." + k: v for k, v in run["params"].items()}
-    arrays.update(state_to_arrays(run["opt"]))
+    arrays = {"params." + k: v for k, v in run.params.items()}
+    arrays.update(state_to_arrays(run.opt))
     arrays["config.json"] = np.frombuffer(text, dtype=np.uint8)
     atomic_write(os.path.join(folder, "checkpoint.npz"), lambda f: np.savez(f, **arrays))  # the commit
-    run["last_checkpoint"] = {"folder": os.fspath(folder), "step": run["step"], "steps": run["settings"].steps}
+    run.last_checkpoint = {"folder": os.fspath(folder), "step": run.step, "steps": run.settings.steps}
     atomic_write(os.path.join(folder, "config.json"), lambda f: f.write(text))             # copies
-    atomic_write(os.path.join(folder, "metrics.csv"), lambda f: f.write(metrics_csv(run["metrics"])))
+    atomic_write(os.path.join(folder, "metrics.csv"), lambda f: f.write(metrics_csv(run.metrics)))
 
 
 def metrics_csv(rows):
@@ -101,7 +102,7 @@ def holds_run(folder):
     if not os.path.isfile(os.path.join(folder, "checkpoint.npz")):
         return None
     try:
-        return load(folder)["step"]
+        return load(folder).step
     except (ValueError, OSError):
         return "?"
 
@@ -111,7 +112,7 @@ def holds_run(folder):
 # ----------------------------------------------------------------------------
 
 def load(folder):
-    """The run dict saved by save. Damaged, edited or foreign files raise ValueError."""
+    """The Run saved by save. Damaged, edited or foreign files raise ValueError."""
     npz_path = os.path.join(folder, "checkpoint.npz")
     if not os.path.isfile(npz_path):
         what = "does not exist" if not os.path.exists(folder) else "holds no checkpoint.npz"
@@ -243,13 +244,12 @@ def _format_1_meta(folder, arrays):
 
 
 def run_from(meta, arrays, folder):
-    """The run dict of a checkpoint's metadata and arrays, every value checked."""
-    from minimolkv.train import Settings         # (train imports this module: import at call time)
+    """The Run of a checkpoint's metadata and arrays, every value checked."""
     check_meta(meta, Settings)
     step = meta["step"]
     config = model.Config.from_dict(meta["model"])
     params = {k[len("params."):]: v for k, v in arrays.items() if k.startswith("params.")}
-    validate_run.model_params(params, config)
+    validate_run.model_params(params, config, model.param_shapes(config))
     opt = state_from_arrays(arrays)
     unexpected = sorted(k for k in arrays if not k.startswith(("params.", "adamw.")))
     if unexpected:
@@ -270,12 +270,9 @@ def run_from(meta, arrays, folder):
     except (TypeError, ValueError, OverflowError, KeyError) as err:
         raise ValueError(f"rng must be the state of numpy's PCG64 generator ({type(err).__name__}: {err})") from None
     settings = Settings(**meta["settings"])
-    return {
-        "params": params, "opt": opt, "step": step, "rng": rng, "config": config,
-        "settings": settings, "data": DataSpec(**meta["data"]),
-        "tokenizer": tokenizer, "metrics": meta["metrics"], "prompt": meta["prompt"],
-        "last_checkpoint": {"folder": os.fspath(folder), "step": step, "steps": settings.steps},
-    }
+    return Run(params=params, opt=opt, step=step, rng=rng, config=config, settings=settings,
+               data=DataSpec(**meta["data"]), tokenizer=tokenizer, metrics=meta["metrics"], prompt=meta["prompt"],
+               last_checkpoint={"folder": os.fspath(folder), "step": step, "steps": settings.steps})
 
 
 def check_meta(meta, Settings):
@@ -313,7 +310,7 @@ def check_meta(meta, Settings):
 def check_same_tokenizer(run, dataset):
     """Resuming re-reads the data; its tokenizer must be the one the run was trained with
     (the stdlib corpus differs a little between Python versions, and so would BPE)."""
-    if dataset.tokenizer.to_dict() != run["tokenizer"].to_dict():
-        raise ValueError(f"the data {run['data'].name!r} now tokenizes differently from when this run "
+    if dataset.tokenizer.to_dict() != run.tokenizer.to_dict():
+        raise ValueError(f"the data {run.data.name!r} now tokenizes differently from when this run "
                          "was trained (another Python version's docstrings, or a changed file); "
                          "resuming would scramble the token ids")

@@ -36,9 +36,9 @@ from minimolkv import kvbuffer, molkv, ops, validate
 
 class CtxattnCache(NamedTuple):
     params: dict
-    query: ops.LinearCache         # q = h @ query
-    key: ops.LinearCache           # k = h @ key
-    value: ops.LinearCache         # v = h @ value
+    query_cache: ops.LinearCache   # q = h @ query
+    key_cache: ops.LinearCache     # k = h @ key
+    value_cache: ops.LinearCache   # v = h @ value
     attend: molkv.AttendCache      # the attention, N = 1
     distance: np.ndarray           # (T,T) t - j
 
@@ -55,12 +55,7 @@ def init(rng, d_model, d_key, dtype=np.float64):
     """N(0, 0.02²) matrices (model.init scales `value`, a write into the residual
     stream, by 1/sqrt(2L)); the recency slope m starts at 0.5."""
     validate.init_args(dtype, d_model=d_model, d_key=d_key)
-    return {
-        "query": (0.02 * rng.standard_normal((d_model, d_key))).astype(dtype),      # (D,Dk)
-        "key": (0.02 * rng.standard_normal((d_model, d_key))).astype(dtype),        # (D,Dk)
-        "value": (0.02 * rng.standard_normal((d_model, d_model))).astype(dtype),    # (D,D)
-        "recency": np.log(np.expm1([molkv.RECENCY_INIT])).astype(dtype),  # (1,) m starts as MoLKV's first slope
-    }
+    return ops.init_params(rng, param_shapes(d_model, d_key), dtype)   # recency: m starts at 0.5, as MoLKV's first
 
 
 def param_shapes(d_model, d_key):
@@ -77,15 +72,14 @@ def forward(params, h, e=None, *, window=None, check=True):
     """h (B,T,D) -> y (B,T,D), cache. `e` is not read (the interface of every block).
     check=False: the caller has validated the inputs (the model does, once)."""
     if check:
-        validate.ctxattn_forward(params, h, e, window)
+        validate.block_input("ctxattn", params, param_shapes, h, e, window=window)
     T = h.shape[1]
     q, c_query = ops.linear_forward(h, params["query"])             # (B,T,D) -> (B,T,Dk)
     k, c_key = ops.linear_forward(h, params["key"])                 # (B,T,D) -> (B,T,Dk)
     v, c_value = ops.linear_forward(h, params["value"])             # (B,T,D) -> (B,T,D)
-    slopes = molkv.softplus(params["recency"])                      # (1,) m
-    offset = molkv.score_offset(T, window, slopes=slopes)           # (T,T,1) mask and -m (t - j)
+    slopes = ops.softplus(params["recency"])                        # (1,) m
+    offset, distance = ops.score_offset(T, T, window, slopes=slopes)   # (T,T,1) mask and -m (t - j), (T,T)
     y, c_attend = molkv.attend_forward(q, k[:, :, None], v[:, :, None], offset)   # one "expert": N = 1
-    distance = np.subtract.outer(np.arange(T), np.arange(T))        # (T,T) t - j
     return y, CtxattnCache(params, c_query, c_key, c_value, c_attend, distance)
 
 
@@ -93,16 +87,16 @@ def backward(dy, cache, *, check=True):
     """dy (B,T,D) -> dh (B,T,D), de None (e is not read), grads {query, key, value, recency}."""
     c = cache
     if check:
-        validate.gradient(dy, c.value.x.shape, c.value.x.dtype)
+        validate.gradient(dy, c.value_cache.x.shape, c.value_cache.x.dtype)
     # y = attention of q over (k, v), N = 1
     dq, dk, dv, dS = molkv.attend_backward(dy, c.attend)            # (B,T,Dk), (B,T,1,Dk), (B,T,1,D), (B,T,T,1)
     # S[t,j] -= m (t - j),  m = softplus(recency)
     dm = -np.sum(dS[..., 0] * c.distance.astype(dS.dtype))          # scalar
-    d_recency = (dm * molkv.sigmoid(c.params["recency"])).astype(dS.dtype)   # (1,)
+    d_recency = (dm * ops.sigmoid(c.params["recency"])).astype(dS.dtype)   # (1,)
     # q = h @ query, k = h @ key, v = h @ value: h feeds all three, so dh sums them
-    dh_q, d_query = ops.linear_backward(dq, c.query)                # (B,T,D), (D,Dk)
-    dh_k, d_key = ops.linear_backward(dk[:, :, 0], c.key)           # (B,T,D), (D,Dk)
-    dh_v, d_value = ops.linear_backward(dv[:, :, 0], c.value)       # (B,T,D), (D,D)
+    dh_q, d_query = ops.linear_backward(dq, c.query_cache)                # (B,T,D), (D,Dk)
+    dh_k, d_key = ops.linear_backward(dk[:, :, 0], c.key_cache)           # (B,T,D), (D,Dk)
+    dh_v, d_value = ops.linear_backward(dv[:, :, 0], c.value_cache)       # (B,T,D), (D,D)
     dh = dh_q + dh_k + dh_v                                         # (B,T,D)
     return dh, None, {"query": d_query, "key": d_key, "value": d_value, "recency": d_recency}
 
@@ -121,7 +115,7 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, check=True):
     """One token: h_t (B,D) -> y_t (B,D), state: the keys and values of the tokens so
     far (the last `window`), appended in place as in attention.decode_step."""
     if check:
-        validate.ctxattn_decode(params, h_t, state, window)
+        validate.ctxattn_decode(params, h_t, state, window, param_shapes, DecodeState)
     B = h_t.shape[0]
     k_t = (h_t @ params["key"])[:, None, None]                      # (B,D) -> (B,1,1,Dk)
     v_t = (h_t @ params["value"])[:, None, None]                    # (B,D) -> (B,1,1,D)
@@ -132,8 +126,7 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, check=True):
     state = DecodeState(k_buffer, v_buffer, length, window)
     k_all = kvbuffer.filled(k_buffer, length, axis=1, keep=window)  # (B,t,1,Dk)
     v_all = kvbuffer.filled(v_buffer, length, axis=1, keep=window)  # (B,t,1,D)
-    distance = np.arange(k_all.shape[1] - 1, -1, -1)                # (t,) t - j: the newest is 0
-    offset = -(molkv.softplus(params["recency"]) * distance[:, None])[None]   # (1,t,1)
+    offset, _ = ops.score_offset(1, k_all.shape[1], window, slopes=ops.softplus(params["recency"]))  # (1,t,1)
     q = h_t[:, None] @ params["query"]                              # (B,1,D) -> (B,1,Dk)
     y, _ = molkv.attend_forward(q, k_all, v_all, offset)            # (B,1,D)
     return y.reshape(B, -1), state

@@ -22,19 +22,16 @@ from minimolkv import ops, validate
 
 
 class FfnCache(NamedTuple):
-    up: ops.LinearCache        # z = h @ up
+    up_cache: ops.LinearCache    # z = h @ up
     gelu: ops.GeluCache        # a = gelu(z)
-    down: ops.LinearCache      # y = a @ down
+    down_cache: ops.LinearCache  # y = a @ down
 
 
 def init(rng, d_model, d_ff, dtype=np.float64):
     """N(0, 0.02²) weights. (model.init scales `down`, a write into the residual
     stream, by 1/sqrt(2L).)"""
     validate.init_args(dtype, d_model=d_model, d_ff=d_ff)
-    return {
-        "up": (0.02 * rng.standard_normal((d_model, d_ff))).astype(dtype),      # (D,Fd)
-        "down": (0.02 * rng.standard_normal((d_ff, d_model))).astype(dtype),    # (Fd,D)
-    }
+    return ops.init_params(rng, param_shapes(d_model, d_ff), dtype)
 
 
 def param_shapes(d_model, d_ff):
@@ -51,7 +48,7 @@ def forward(params, h, e=None, *, check=True):
     """h (B,T,D) -> y (B,T,D), cache. `e` is not read (the interface of every block).
     check=False: the caller has validated the inputs (the model does, once)."""
     if check:
-        validate.ffn_forward(params, h, e)
+        validate.block_input("ffn", params, param_shapes, h, e)
     z, c_up = ops.linear_forward(h, params["up"])           # (B,T,D) -> (B,T,Fd)
     a, c_gelu = ops.gelu_forward(z)                         # (B,T,Fd)
     y, c_down = ops.linear_forward(a, params["down"])       # (B,T,Fd) -> (B,T,D)
@@ -61,13 +58,13 @@ def forward(params, h, e=None, *, check=True):
 def backward(dy, cache, *, check=True):
     """dy (B,T,D) -> dh (B,T,D), de None (e is not read), grads {up, down}."""
     if check:
-        validate.gradient(dy, cache.down.x.shape[:-1] + (cache.down.w.shape[1],), cache.down.w.dtype)
+        validate.gradient(dy, cache.down_cache.x.shape[:-1] + (cache.down_cache.w.shape[1],), cache.down_cache.w.dtype)
     # y = a @ down
-    da, d_down = ops.linear_backward(dy, cache.down)        # (B,T,Fd), (Fd,D)
+    da, d_down = ops.linear_backward(dy, cache.down_cache)        # (B,T,Fd), (Fd,D)
     # a = gelu(z)
     dz = ops.gelu_backward(da, cache.gelu)                  # (B,T,Fd)
     # z = h @ up
-    dh, d_up = ops.linear_backward(dz, cache.up)            # (B,T,D), (D,Fd)
+    dh, d_up = ops.linear_backward(dz, cache.up_cache)            # (B,T,D), (D,Fd)
     return dh, None, {"up": d_up, "down": d_down}
 
 
@@ -84,5 +81,5 @@ def forward_lut(params, h, ids, luts, *, check=True):
 def decode_step(params, h_t, ids_t, luts, state, *, check=True):
     """One token: h_t (B,D) -> y_t (B,D). Stateless: the state stays None."""
     if check:
-        validate.ffn_decode(params, h_t)
+        validate.block_input("ffn", params, param_shapes, h_t, name="h_t")
     return forward(params, h_t[:, None], check=False)[0][:, 0], None

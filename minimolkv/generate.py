@@ -1,4 +1,6 @@
-"""Generation with caches: one token at a time, O(T) work per new token.
+"""Generation with caches: one token at a time. Per new token and layer the work is
+O(t·D) for attention and O(t·N·(Dk + D)) for MoLKV's expert cache (t positions
+cached), instead of a whole forward; at each slide C/2 tokens are read again.
 
 Letters: B batch, D d_model, V vocabulary, N experts, t the current position.
 
@@ -21,8 +23,8 @@ context_len // 2 tokens are read again from position 0, then decoding goes on.
 
 import numpy as np
 
-from minimolkv import attention, ops, validate_run
-from minimolkv.model import BLOCKS, build_luts, layer_blocks, layer_params, options
+from minimolkv import attention, ctxattn, ffn, moe, mole, molkv, ops, validate_run
+from minimolkv.model import build_luts, layer_params, lut_shapes, param_shapes
 
 
 def step(params, config, layers, tables, ids_t, t, states):
@@ -41,10 +43,22 @@ def step(params, config, layers, tables, ids_t, t, states):
                                                  check=False)               # (B,D)
         x = x + a                                                           # (B,D)
         h, _ = ops.rmsnorm_forward(x, p["ln2"])                             # (B,D)
-        for name in layer_blocks(config):                                   # x += ffn(h) + experts(h, id)
-            luts = tables[l].get(name, {})                                  # this block's tables
-            y, state[name] = BLOCKS[name].module.decode_step(p[name], h, ids_t, luts, state.get(name),
-                                                             **options(config, name), check=False)  # (B,D)
+        # x += ffn(h) + experts(h, id); each block's decode state kept in state[<block name>]
+        if config.d_ff:
+            y, state["ffn"] = ffn.decode_step(p["ffn"], h, ids_t, {}, None, check=False)             # (B,D)
+            x = x + y                                                       # (B,D)
+        kind, c = config.kind, config
+        if kind == "moe":
+            y, state[kind] = moe.decode_step(p[kind], h, ids_t, {}, None, top_k=c.top_k, check=False)   # (B,D)
+        elif kind == "mole":
+            y, state[kind] = mole.decode_step(p[kind], h, ids_t, tables[l][kind], None, check=False)    # (B,D)
+        elif kind == "molkv":
+            y, state[kind] = molkv.decode_step(p[kind], h, ids_t, tables[l][kind], state.get(kind),
+                                               window=c.window, variant=c.variant, check=False)        # (B,D)
+        elif kind == "ctxattn":
+            y, state[kind] = ctxattn.decode_step(p[kind], h, ids_t, {}, state.get(kind), window=c.window,
+                                                 check=False)                                           # (B,D)
+        if kind != "dense":
             x = x + y                                                       # (B,D)
     xf, _ = ops.rmsnorm_forward(x, params["ln_f"])                          # (B,D)
     return xf @ params["lm_head"]                                           # (B,V)
@@ -88,7 +102,8 @@ def generate(params, config, prompt_ids, n_tokens, *, temperature=1.0, top_k=Non
     prompt = np.asarray(prompt_ids)
     single = prompt.ndim == 1
     prompt = prompt[None] if single else prompt
-    validate_run.generate_args(params, config, prompt, n_tokens, temperature, top_k, luts)
+    validate_run.generate_args(params, config, prompt, n_tokens, temperature, top_k, luts,
+                               param_shapes(config), lut_shapes(config))
     if luts is None:
         luts = build_luts(params, config, check=False)                      # {} for dense and moe
     layers = layer_params(params, config.n_layers)                          # looked up once, not per token

@@ -14,7 +14,7 @@ How a check works (the same recipe for every layer):
 5. Compare with  rel_error(a, b) = max|a - b| / max(1e-8, max(|a| + |b|)).
 
 The result is one Row per tensor: name, shape, worst relative error, pass/fail.
-The layer-specific set-ups live in `minimolkv/checks.py`.
+The layer-specific set-ups live in `minimolkv/gradcheck_layers.py`.
 """
 
 from dataclasses import dataclass

@@ -10,14 +10,14 @@ A pre-norm decoder, Llama-like but small, as in the MoLE code:
     per layer l:
         x = x + attn(rmsnorm(x, ln1))
         h = rmsnorm(x, ln2)
-        x = x + ffn(h) + experts(h, e)         experts: none | moe | mole | molkv
+        x = x + ffn(h) + experts(h, e)         experts: none | moe | mole | molkv | ctxattn
     logits = rmsnorm(x, ln_f) @ lm_head        (B,T,V)   untied head
     loss   = mean cross-entropy
 
 The dense FFN and the expert block sit side by side: both read the
 normalized hidden state h, and MoLE and MoLKV also read the raw embeddings e
 of the input ids. They share one interface (ffn.py, moe.py, mole.py,
-molkv.py), so the model runs them through one table, BLOCKS, and one code
+molkv.py, ctxattn.py), so the model runs them through one table, BLOCKS, and one code
 path: comparisons between kinds are fair. Generation (with the caches) is in
 generate.py; parameter accounting in params.py.
 
@@ -39,7 +39,7 @@ from minimolkv import attention, ctxattn, ffn, moe, mole, molkv, ops, validate_r
 @dataclass(frozen=True)
 class Block:
     """What the model knows of a block beside attention (one row of BLOCKS)."""
-    module: object              # init, param_shapes, forward, backward, build_lut, table_shapes, forward_lut, decode_step
+    module: object              # the block's module (section 4 of docs/design.md: its interface)
     init_args: tuple            # Config fields given to module.init (and param_shapes, table_shapes), in order
     options: tuple = ()         # Config fields given by keyword to forward, forward_lut and decode_step
     residual: str = "down"      # the matrix that writes into the residual stream (scaled at init)
@@ -104,32 +104,15 @@ def options(config, name):
 # ----------------------------------------------------------------------------
 
 def init(config, seed=0, dtype=np.float32):
-    """Fresh parameters. Matrices ~ N(0, 0.02²); every matrix that writes into
-    the residual stream (attn.proj and each block's `residual`) is scaled by
-    1/sqrt(2L), the same for every kind; norm gains 1. A fresh model's loss
-    is close to ln V."""
-    c = config
-    rng = np.random.default_rng(seed)
-    D, L = c.d_model, c.n_layers
-    resid = 1.0 / np.sqrt(2 * L)
-    params = {
-        "tok_emb": 0.02 * rng.standard_normal((c.vocab_size, D)),      # (V,D)
-        "pos_emb": 0.02 * rng.standard_normal((c.context_len, D)),     # (T_max,D)
-    }
-    for l in range(L):
-        pre = f"layers.{l}."
-        params[pre + "ln1"] = np.ones(D)                                # (D,)
-        for k, v in attention.init(rng, D, c.n_heads).items():
-            params[pre + "attn." + k] = v * (resid if k == "proj" else 1.0)
-        params[pre + "ln2"] = np.ones(D)                                # (D,)
-        for name in layer_blocks(c):
-            spec = BLOCKS[name]
-            block = spec.module.init(rng, *(getattr(c, f) for f in spec.init_args))
-            for k, v in block.items():
-                params[pre + name + "." + k] = v * (resid if k == spec.residual else 1.0)
-    params["ln_f"] = np.ones(D)                                         # (D,)
-    params["lm_head"] = 0.02 * rng.standard_normal((D, c.vocab_size))  # (D,V)
-    return {k: np.asarray(v, dtype=dtype) for k, v in params.items()}
+    """Fresh parameters (ops.init_params over param_shapes, in its order). Matrices ~
+    N(0, 0.02²); every matrix that writes into the residual stream (attn.proj and each
+    block's `residual`) is scaled by 1/sqrt(2L), the same for every kind; norm gains 1.
+    A fresh model's loss is close to ln V."""
+    L = config.n_layers
+    writers = {f"layers.{l}.attn.proj" for l in range(L)}                     # into the residual stream
+    writers |= {f"layers.{l}.{b}.{BLOCKS[b].residual}" for l in range(L) for b in layer_blocks(config)}
+    return ops.init_params(np.random.default_rng(seed), param_shapes(config), dtype, scaled=writers,
+                           scale=1.0 / np.sqrt(2 * L))
 
 
 def param_shapes(config):
@@ -171,10 +154,11 @@ def layer_params(params, n_layers):
 
 class LayerCache(NamedTuple):
     """What one layer's forward keeps for its backward (named, so a debugger shows names)."""
-    ln1: ops.RmsnormCache               # a_in = rmsnorm(x, ln1)
+    ln1_cache: ops.RmsnormCache         # a_in = rmsnorm(x, ln1)
     attn: attention.AttentionCache      # a = attn(a_in)
-    ln2: ops.RmsnormCache               # h = rmsnorm(x, ln2)
-    blocks: dict                        # {block name: its cache}: the dense FFN and/or the experts
+    ln2_cache: ops.RmsnormCache         # h = rmsnorm(x, ln2)
+    ffn: object                         # ffn.FfnCache of ffn(h); None when d_ff = 0
+    experts: object                     # the expert block's cache (moe, mole, molkv, ctxattn); None for dense
 
 
 class ModelCache(NamedTuple):
@@ -182,52 +166,69 @@ class ModelCache(NamedTuple):
     config: Config
     emb: ops.EmbeddingCache             # e = tok_emb[ids]
     layers: list                        # one LayerCache per layer
-    ln_f: ops.RmsnormCache              # xf = rmsnorm(x, ln_f)
+    ln_f_cache: ops.RmsnormCache        # xf = rmsnorm(x, ln_f)
     head: ops.LinearCache               # logits = xf @ lm_head
     loss: ops.CrossEntropyCache | None  # None without targets
 
 
-def forward(params, config, ids, targets=None, luts=None, *, check=True):
+def forward(params, config, ids, targets=None, luts=None, *, layers=None, check=True):
     """ids (B,T) -> (loss or None, logits (B,T,V), cache).
 
     luts: from build_luts; then MoLE/MoLKV layers look up instead of running
     their expert FFNs (inference mode: no cache, no backward).
+    layers: layer_params(params), when the caller made it once (train does, per run).
     check=False: the caller has validated params, ids and targets (train does, once).
     """
     if check:
-        validate_run.model_forward(params, config, ids, targets, luts)
+        validate_run.model_forward(params, config, ids, targets, luts, param_shapes(config), lut_shapes(config))
     B, T = ids.shape
-    tables = layer_params(luts, config.n_layers) if luts is not None else None
+    c = config
+    tables = layer_params(luts, c.n_layers) if luts is not None else None
+    layers = layer_params(params, c.n_layers) if layers is None else layers
     e, c_emb = ops.embedding_forward(ids, params["tok_emb"])               # (B,T) -> (B,T,D)
     x = e + params["pos_emb"][:T]                                          # (B,T,D)
-    layers = []
-    for l, p in enumerate(layer_params(params, config.n_layers)):
+    caches = []
+    for l, p in enumerate(layers):
         a_in, c_ln1 = ops.rmsnorm_forward(x, p["ln1"])                     # (B,T,D)
-        a, c_attn = attention.forward(p["attn"], a_in, config.n_heads, check=False)  # (B,T,D)
+        a, c_attn = attention.forward(p["attn"], a_in, c.n_heads, check=False)  # (B,T,D)
         x = x + a                                                          # (B,T,D)
         h, c_ln2 = ops.rmsnorm_forward(x, p["ln2"])                        # (B,T,D)
-        c_blocks = {}
-        for name in layer_blocks(config):                                  # x = x + ffn(h) + experts(h, e)
-            block = BLOCKS[name].module
-            if tables is None:
-                y, c_blocks[name] = block.forward(p[name], h, e, **options(config, name), check=False)  # (B,T,D)
-            else:
-                y = block.forward_lut(p[name], h, ids, tables[l].get(name, {}), **options(config, name),
-                                      check=False)                         # (B,T,D), no expert FFN runs
+        c_ffn = c_experts = None
+        # x = x + ffn(h) + experts(h, e)
+        if c.d_ff:
+            y, c_ffn = ffn.forward(p["ffn"], h, check=False)               # (B,T,D) the dense FFN
             x = x + y                                                      # (B,T,D)
-        layers.append(LayerCache(c_ln1, c_attn, c_ln2, c_blocks))
+        if c.kind == "moe":
+            y, c_experts = moe.forward(p["moe"], h, top_k=c.top_k, check=False)          # (B,T,D)
+        elif c.kind == "mole" and tables is None:
+            y, c_experts = mole.forward(p["mole"], h, e, check=False)                     # (B,T,D)
+        elif c.kind == "mole":                                             # from the tables: no expert FFN runs
+            y = mole.forward_lut(p["mole"], h, ids, tables[l]["mole"], check=False)       # (B,T,D)
+        elif c.kind == "molkv" and tables is None:
+            y, c_experts = molkv.forward(p["molkv"], h, e, window=c.window, variant=c.variant,
+                                         check=False)                                     # (B,T,D)
+        elif c.kind == "molkv":                                            # from the tables: no expert FFN runs
+            y = molkv.forward_lut(p["molkv"], h, ids, tables[l]["molkv"], window=c.window, variant=c.variant,
+                                  check=False)                                            # (B,T,D)
+        elif c.kind == "ctxattn":
+            y, c_experts = ctxattn.forward(p["ctxattn"], h, window=c.window, check=False)  # (B,T,D)
+        if c.kind != "dense":
+            x = x + y                                                      # (B,T,D)
+        caches.append(LayerCache(c_ln1, c_attn, c_ln2, c_ffn, c_experts))
     xf, c_lnf = ops.rmsnorm_forward(x, params["ln_f"])                     # (B,T,D)
     logits, c_head = ops.linear_forward(xf, params["lm_head"])             # (B,T,D) -> (B,T,V)
     loss, c_loss = None, None
     if targets is not None:
         loss, c_loss = ops.cross_entropy_forward(logits, targets, check=False)   # scalar
-    cache = None if luts is not None else ModelCache(config, c_emb, layers, c_lnf, c_head, c_loss)
+    cache = None if luts is not None else ModelCache(config, c_emb, caches, c_lnf, c_head, c_loss)
     return loss, logits, cache
 
 
-def backward(cache, dloss=1.0):
-    """The gradient of the loss with respect to every parameter (same keys, shapes)."""
-    validate_run.model_cache(cache)
+def backward(cache, dloss=1.0, *, check=True):
+    """The gradient of the loss with respect to every parameter (same keys, shapes).
+    check=False: cache is model.forward's with targets, dloss a number (train's steps)."""
+    if check:
+        validate_run.model_cache(cache)
     config, c_emb, layers, c_lnf, c_head, c_loss = cache
     grads = {}
     # loss = cross_entropy(logits, targets)
@@ -237,25 +238,40 @@ def backward(cache, dloss=1.0):
     # xf = rmsnorm(x, ln_f)
     dx, grads["ln_f"] = ops.rmsnorm_backward(dxf, c_lnf)                   # (B,T,D)
     de_experts = np.zeros_like(dx)                                         # (B,T,D) summed over layers
+    kind = config.kind
     for l in reversed(range(config.n_layers)):
         pre = f"layers.{l}."
         c = layers[l]
         # x = x + ffn(h) + experts(h, e): the residual passes dx through; each block gets dx
         dh = np.zeros_like(dx)                                             # (B,T,D)
-        for name in layer_blocks(config):
-            dh_block, de, g = BLOCKS[name].module.backward(dx, c.blocks[name], check=False)  # (B,T,D), (B,T,D) or None
-            grads.update({pre + name + "." + k: v for k, v in g.items()})
-            dh += dh_block                                                 # h feeds every block: sum
+        if config.d_ff:
+            dh_ffn, _, g = ffn.backward(dx, c.ffn, check=False)            # (B,T,D)
+            for k, v in g.items():
+                grads[pre + "ffn." + k] = v
+            dh += dh_ffn                                                   # h feeds every block: sum
+        if kind != "dense":
+            if kind == "moe":
+                dh_experts, de, g = moe.backward(dx, c.experts, check=False)       # (B,T,D), None
+            elif kind == "mole":
+                dh_experts, de, g = mole.backward(dx, c.experts, check=False)      # (B,T,D), (B,T,D)
+            elif kind == "molkv":
+                dh_experts, de, g = molkv.backward(dx, c.experts, check=False)     # (B,T,D), (B,T,D)
+            else:
+                dh_experts, de, g = ctxattn.backward(dx, c.experts, check=False)   # (B,T,D), None
+            for k, v in g.items():
+                grads[pre + kind + "." + k] = v
+            dh += dh_experts                                               # h feeds every block: sum
             if de is not None:                                             # MoLE/MoLKV read e too
                 de_experts += de                                           # e feeds every layer's experts
         # h = rmsnorm(x, ln2)
-        dx_ln2, grads[pre + "ln2"] = ops.rmsnorm_backward(dh, c.ln2)       # (B,T,D)
+        dx_ln2, grads[pre + "ln2"] = ops.rmsnorm_backward(dh, c.ln2_cache)       # (B,T,D)
         dx = dx + dx_ln2                                                   # x feeds h and the residual
         # x = x + a, a = attn(a_in)
         da_in, g = attention.backward(dx, c.attn, check=False)             # (B,T,D)
-        grads.update({pre + "attn." + k: v for k, v in g.items()})
+        for k, v in g.items():
+            grads[pre + "attn." + k] = v
         # a_in = rmsnorm(x, ln1)
-        dx_ln1, grads[pre + "ln1"] = ops.rmsnorm_backward(da_in, c.ln1)    # (B,T,D)
+        dx_ln1, grads[pre + "ln1"] = ops.rmsnorm_backward(da_in, c.ln1_cache)    # (B,T,D)
         dx = dx + dx_ln1                                                   # x feeds a_in and the residual
     # x = e + pos_emb[:T]
     T = dx.shape[1]
@@ -272,23 +288,32 @@ def backward(cache, dloss=1.0):
 
 def build_luts(params, config, *, check=True):
     """{"layers.l.mole.u": (V,N,D)} or {"layers.l.molkv.k": (V,N,Dk), "layers.l.molkv.v": (V,N,D)}
-    for every layer l. Empty for dense and moe (their experts read h, not a function of the id)."""
+    for every layer l. Empty for the other kinds (their blocks read h, not a function of the id)."""
     if check:
-        validate_run.model_params(params, config)
-    luts = {}
-    for l, p in enumerate(layer_params(params, config.n_layers)):
-        for name in layer_blocks(config):
-            tables = BLOCKS[name].module.build_lut(p[name], params["tok_emb"], check=False)
-            luts.update({f"layers.{l}.{name}.{t}": table for t, table in tables.items()})
+        validate_run.model_params(params, config, param_shapes(config))
+    c, luts = config, {}
+    for l, p in enumerate(layer_params(params, c.n_layers)):
+        if c.kind == "mole":
+            tables = mole.build_lut(p["mole"], params["tok_emb"], check=False)        # {"u": (V,N,D)}
+        elif c.kind == "molkv":
+            tables = molkv.build_lut(p["molkv"], params["tok_emb"], check=False)      # {"k": .., "v": ..}
+        else:
+            tables = {}
+        for t, table in tables.items():
+            luts[f"layers.{l}.{c.kind}.{t}"] = table
     return luts
 
 
 def lut_shapes(config):
     """{name: shape} of the tables build_luts makes for this config."""
-    shapes = {}
-    for l in range(config.n_layers):
-        for name in layer_blocks(config):
-            spec = BLOCKS[name]
-            tables = spec.module.table_shapes(config.vocab_size, *(getattr(config, f) for f in spec.init_args))
-            shapes.update({f"layers.{l}.{name}.{t}": s for t, s in tables.items()})
+    c, shapes = config, {}
+    for l in range(c.n_layers):
+        if c.kind == "mole":
+            tables = mole.table_shapes(c.vocab_size, c.d_model, c.d_expert, c.n_experts)
+        elif c.kind == "molkv":
+            tables = molkv.table_shapes(c.vocab_size, c.d_model, c.d_expert, c.n_experts, c.d_key, c.variant)
+        else:
+            tables = {}
+        for t, shape in tables.items():
+            shapes[f"layers.{l}.{c.kind}.{t}"] = shape
     return shapes

@@ -29,7 +29,7 @@ only meaningful where the selection is identical at x +- h; the cache exposes
 `keep` (B,T,N) so a check can verify that. Ties are broken towards the
 lower expert index (a stable sort).
 
-The interface of every block beside attention (ffn.py, mole.py, molkv.py):
+The interface of every block beside attention (ffn.py, mole.py, molkv.py, ctxattn.py):
 init, forward(params, h, e, top_k), backward -> (dh, de=None, grads), and
 build_lut / forward_lut / decode_step with no tables and no state.
 """
@@ -38,11 +38,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minimolkv import experts, ops, validate
+from minimolkv import ops, validate
 
 
 class MoeCache(NamedTuple):
-    router: ops.LinearCache    # logits = h @ router
+    router_cache: ops.LinearCache  # logits = h @ router
     p: np.ndarray              # (B,T,N) router probabilities
     keep: np.ndarray           # (B,T,N) bool, the top-k selection
     kept_mass: np.ndarray      # (B,T,1) sum of the kept p
@@ -79,12 +79,7 @@ def init(rng, d_model, d_expert, n_experts, dtype=np.float64):
     """N(0, 0.02²) weights. (model.init scales `down`, a write into the
     residual stream, by 1/sqrt(2L).)"""
     validate.init_args(dtype, d_model=d_model, d_expert=d_expert, n_experts=n_experts)
-    D, F, N = d_model, d_expert, n_experts
-    return {
-        "router": (0.02 * rng.standard_normal((D, N))).astype(dtype),            # (D,N)
-        "up": (0.02 * rng.standard_normal((N, D, F))).astype(dtype),             # (N,D,F)
-        "down": (0.02 * rng.standard_normal((N, F, D))).astype(dtype),           # (N,F,D)
-    }
+    return ops.init_params(rng, param_shapes(d_model, d_expert, n_experts), dtype)
 
 
 def param_shapes(d_model, d_expert, n_experts):
@@ -102,7 +97,7 @@ def forward(params, h, e=None, *, top_k=2, check=True):
     """h (B,T,D) -> y (B,T,D), each token mixed from its top_k experts. `e` is not read.
     check=False: the caller has validated the inputs (the model does, once)."""
     if check:
-        validate.moe_forward(params, h, e, top_k)
+        validate.block_input("moe", params, param_shapes, h, e, top_k=top_k)
     # the router: which experts, with which weights
     logits, c_router = ops.linear_forward(h, params["router"])      # (B,T,D) -> (B,T,N)
     p, _ = ops.softmax_forward(logits)                              # (B,T,N)
@@ -112,9 +107,9 @@ def forward(params, h, e=None, *, top_k=2, check=True):
     g = pk / kept_mass                                              # (B,T,N)  gates, sum to 1
 
     # the experts, dense: every token through every expert
-    z = experts.matmul_shared(h, params["up"])                      # (B,T,D) -> (B,T,N,F)  h @ up[n]
+    z = ops.matmul_shared(h, params["up"])                      # (B,T,D) -> (B,T,N,F)  h @ up[n]
     a, c_gelu = ops.gelu_forward(z)                                 # (B,T,N,F)
-    u = experts.matmul_per_expert(a, params["down"])                # (B,T,N,F) -> (B,T,N,D)  a[n] @ down[n]
+    u = ops.matmul_per_expert(a, params["down"])                # (B,T,N,F) -> (B,T,N,D)  a[n] @ down[n]
 
     # the mixture
     y = np.einsum("btn,btnd->btd", g, u)                            # (B,T,N),(B,T,N,D) -> (B,T,D)
@@ -130,11 +125,11 @@ def backward(dy, cache, *, check=True):
     dg = np.einsum("btd,btnd->btn", dy, c.u)                        # (B,T,N)
     du = c.g[..., None] * dy[:, :, None, :]                         # (B,T,N,D)  0 for unselected experts
     # u[n] = a[n] @ down[n]
-    da, d_down = experts.matmul_per_expert_backward(du, c.a, c.params["down"])  # (B,T,N,F), (N,F,D)
+    da, d_down = ops.matmul_per_expert_backward(du, c.a, c.params["down"])  # (B,T,N,F), (N,F,D)
     # a = gelu(z)
     dz = ops.gelu_backward(da, c.gelu)                              # (B,T,N,F)
     # z[n] = h @ up[n]
-    dh, d_up = experts.matmul_shared_backward(dz, c.h, c.params["up"])  # (B,T,D), (N,D,F)
+    dh, d_up = ops.matmul_shared_backward(dz, c.h, c.params["up"])  # (B,T,D), (N,D,F)
     # g = pk / kept_mass, kept_mass = sum(pk):
     #   dpk_n = dg_n / kept_mass - sum_m dg_m pk_m / kept_mass^2 = (dg_n - sum_m dg_m g_m) / kept_mass
     dpk = (dg - np.sum(dg * c.g, axis=-1, keepdims=True)) / c.kept_mass   # (B,T,N)
@@ -143,7 +138,7 @@ def backward(dy, cache, *, check=True):
     # p = softmax(logits)
     dlogits = ops.softmax_backward(dp, c.p)                         # (B,T,N)
     # logits = h @ router   (h feeds both the router and the experts: the gradients add)
-    dh_router, d_router = ops.linear_backward(dlogits, c.router)    # (B,T,D), (D,N)
+    dh_router, d_router = ops.linear_backward(dlogits, c.router_cache)    # (B,T,D), (D,N)
     dh = dh + dh_router                                             # (B,T,D)
     return dh, None, {"router": d_router, "up": d_up, "down": d_down}
 
@@ -161,5 +156,5 @@ def forward_lut(params, h, ids, luts, *, top_k=2, check=True):
 def decode_step(params, h_t, ids_t, luts, state, *, top_k=2, check=True):
     """One token: h_t (B,D) -> y_t (B,D). Stateless: the state stays None."""
     if check:
-        validate.moe_decode(params, h_t, top_k)
+        validate.block_input("moe", params, param_shapes, h_t, name="h_t", top_k=top_k)
     return forward(params, h_t[:, None], top_k=top_k, check=False)[0][:, 0], None

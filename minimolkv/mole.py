@@ -25,7 +25,7 @@ and inference replaces the N expert FFNs by one lookup:
 Only the router (D·N numbers per layer) stays in RAM; the table can live on
 disk (see lut.py).
 
-The interface of every block beside attention (ffn.py, moe.py, molkv.py):
+The interface of every block beside attention (ffn.py, moe.py, molkv.py, ctxattn.py):
     init(rng, d_model, d_expert, n_experts)       -> params
     forward(params, h, e)                         -> y, cache
     backward(dy, cache)                           -> dh, de, grads
@@ -38,14 +38,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minimolkv import experts, ops, validate
+from minimolkv import ops, validate
 
 
 class MoleCache(NamedTuple):
     params: dict
-    router: ops.LinearCache        # logits = h @ router
+    router_cache: ops.LinearCache  # logits = h @ router
     s: np.ndarray                  # (B,T,N) router weights
-    hidden: experts.HiddenCache    # a = gelu(rmsnorm(e, norm) @ up[n])
+    hidden: ops.ExpertHiddenCache    # a = gelu(rmsnorm(e, norm) @ up[n])
     a: np.ndarray                  # (B,T,N,F)
     u: np.ndarray                  # (B,T,N,D) expert outputs
 
@@ -53,13 +53,7 @@ class MoleCache(NamedTuple):
 def init(rng, d_model, d_expert, n_experts, dtype=np.float64):
     """Fresh parameters: norm gain 1, small Gaussian matrices (std 0.02)."""
     validate.init_args(dtype, d_model=d_model, d_expert=d_expert, n_experts=n_experts)
-    D, F, N = d_model, d_expert, n_experts
-    return {
-        "norm": np.ones(D, dtype=dtype),                                   # (D,)
-        "router": (0.02 * rng.standard_normal((D, N))).astype(dtype),      # (D,N)
-        "up": (0.02 * rng.standard_normal((N, D, F))).astype(dtype),       # (N,D,F)
-        "down": (0.02 * rng.standard_normal((N, F, D))).astype(dtype),     # (N,F,D)
-    }
+    return ops.init_params(rng, param_shapes(d_model, d_expert, n_experts), dtype)
 
 
 def param_shapes(d_model, d_expert, n_experts):
@@ -80,8 +74,8 @@ def experts_forward(params, e):
     Used by forward (e = the batch's embeddings) and by build_lut (e = the
     whole embedding table), so the table holds exactly what training computed.
     """
-    a, c_hidden = experts.hidden_forward(params["norm"], params["up"], e)   # (...,N,F)
-    u = experts.matmul_per_expert(a, params["down"])                       # (...,N,F) -> (...,N,D)
+    a, c_hidden = ops.expert_hidden_forward(params["norm"], params["up"], e)   # (...,N,F)
+    u = ops.matmul_per_expert(a, params["down"])                       # (...,N,F) -> (...,N,D)
     return u, a, c_hidden
 
 
@@ -89,7 +83,7 @@ def forward(params, h, e, *, check=True):
     """h (B,T,D), e (B,T,D) -> y (B,T,D), cache.
     check=False: the caller has validated the inputs (the model does, once)."""
     if check:
-        validate.mole_forward(params, h, e)
+        validate.block_input("mole", params, param_shapes, h, e)
     logits, c_router = ops.linear_forward(h, params["router"])            # (B,T,D) -> (B,T,N)
     s, _ = ops.softmax_forward(logits)                                     # (B,T,N)
     u, a, c_hidden = experts_forward(params, e)                            # (B,T,N,D)
@@ -106,13 +100,13 @@ def backward(dy, cache, *, check=True):
     ds = np.einsum("btd,btnd->btn", dy, c.u)                               # (B,T,N)
     du = c.s[..., None] * dy[:, :, None, :]                                # (B,T,N,D)
     # u[n] = a[n] @ down[n]
-    da, d_down = experts.matmul_per_expert_backward(du, c.a, c.params["down"])  # (B,T,N,F), (N,F,D)
+    da, d_down = ops.matmul_per_expert_backward(du, c.a, c.params["down"])  # (B,T,N,F), (N,F,D)
     # a[n] = gelu(rmsnorm(e, norm) @ up[n])
-    de, d_norm, d_up = experts.hidden_backward(da, c.hidden)              # (B,T,D), (D,), (N,D,F)
+    de, d_norm, d_up = ops.expert_hidden_backward(da, c.hidden)              # (B,T,D), (D,), (N,D,F)
     # s = softmax(logits)
     dlogits = ops.softmax_backward(ds, c.s)                                # (B,T,N)
     # logits = h @ router
-    dh, d_router = ops.linear_backward(dlogits, c.router)                 # (B,T,D), (D,N)
+    dh, d_router = ops.linear_backward(dlogits, c.router_cache)                 # (B,T,D), (D,N)
     return dh, de, {"norm": d_norm, "router": d_router, "up": d_up, "down": d_down}
 
 
@@ -127,7 +121,7 @@ def build_lut(params, emb, *, check=True):
     with lut.save_lut to keep it on disk.
     """
     if check:
-        validate.mole_lut(params, emb)
+        validate.block_lut("mole", params, param_shapes, emb)
     u, _, _ = experts_forward(params, emb)                                 # (V,D) -> (V,N,D)
     return {"u": np.ascontiguousarray(u)}
 
@@ -140,7 +134,7 @@ def forward_lut(params, h, ids, luts, *, check=True):
     luts["u"] is a (V,N,D) ndarray, a np.memmap, or a lut.LookupTable.
     """
     if check:
-        validate.mole_inference(params, h, ids, luts)
+        validate.lut_input(params, "router", luts, {"u": lambda D, N: D}, h, ids)
     s, _ = ops.softmax_forward(h @ params["router"])                       # (B,T,D) -> (B,T,N)
     rows = np.asarray(luts["u"][ids])                                      # (B,T,N,D) the only expert work
     return np.einsum("btn,btnd->btd", s, rows)                             # (B,T,D)
@@ -150,5 +144,5 @@ def decode_step(params, h_t, ids_t, luts, state, *, check=True):
     """One token: h_t (B,D), ids_t (B,) -> y_t (B,D). MoLE needs no cache: the
     state stays None (one table row per token, whatever came before)."""
     if check:
-        validate.mole_inference(params, h_t, ids_t, luts, step=True)
+        validate.lut_input(params, "router", luts, {"u": lambda D, N: D}, h_t, ids_t, step=True)
     return forward_lut(params, h_t[:, None], ids_t[:, None], luts, check=False)[:, 0], None

@@ -32,8 +32,9 @@ Attention is over positions: a token id that occurs twice contributes its N
 key-value experts twice.
 
 Two more formulations (`variant`), both explained in docs/design.md:
-    "recency"  S[t,j,n] -= m[n] * (t - j), with m = softplus(recency) >= 0
-               learned per expert (ALiBi-like): a soft window. Extra parameter
+    "recency"  S[t,j,n] -= m[n] * (t - j), with m = softplus(recency) > 0
+               learned per expert (ALiBi-like): a soft window; joint is the
+               limit m -> 0. Extra parameter
                recency (N,).
     "gated"    MoLE's term for the current token plus a gated attention over
                the earlier tokens' key-value experts:
@@ -55,18 +56,19 @@ MoLE is the special case window=1, query = identity (Dk = D) and keys
 k_table[i, n] = sqrt(D) * router[:, n] for every id i: then the only allowed
 scores are S[t,t,n] = (h @ router)[t,n] and P[t,t,:] is MoLE's router softmax.
 
-Memory: the (B,T,T,N) tensors (scores S, weights P and their gradients) are
-the big ones; the cache keeps P only.
+Memory: the cache keeps one (B,T,T,N) tensor, P (the scores S and the
+gradients dP, dS live only inside a call). It is not the largest: at the
+defaults (T = 64, N = 4, F = 128) each (B,T,N,F) activation of the experts
+(a, and gelu's input) holds twice as many numbers as P.
 """
 
 from typing import NamedTuple
 
 import numpy as np
 
-from minimolkv import experts, kvbuffer, ops, validate
+from minimolkv import kvbuffer, ops, validate
 
 VARIANTS = ("joint", "recency", "gated")
-RECENCY_INIT = 0.5         # m[n] starts at ALiBi's slopes 0.5, 0.25, 0.125, ... one per expert
 
 
 class AttendCache(NamedTuple):
@@ -77,17 +79,27 @@ class AttendCache(NamedTuple):
 
 
 class MolkvCache(NamedTuple):
+    """What forward keeps for backward, variants "joint" and "recency"."""
     params: dict
     variant: str
-    hidden: experts.HiddenCache    # a = gelu(rmsnorm(e, norm) @ up[n])
+    hidden: ops.ExpertHiddenCache  # a = gelu(rmsnorm(e, norm) @ up[n])
     a: np.ndarray                  # (B,T,N,F)
-    query: ops.LinearCache         # q = h @ query
+    query_cache: ops.LinearCache   # q = h @ query
     attend: AttendCache            # the attention over key-value experts
-    distance: np.ndarray | None    # (T,T) t - j; "recency" only
-    router: ops.LinearCache | None  # "gated" only: MoLE's router logits = h @ router
-    s: np.ndarray | None           # (B,T,N) "gated": router weights
-    v: np.ndarray | None           # (B,T,N,D) "gated": the current token's values
-    y_context: np.ndarray | None   # (B,T,D) "gated": the attention term before the gate
+    distance: np.ndarray           # (T,T) t - j; "recency"'s gradient reads it
+
+
+class GatedCache(NamedTuple):
+    """What gated_forward keeps for gated_backward (variant "gated")."""
+    params: dict
+    hidden: ops.ExpertHiddenCache  # a = gelu(rmsnorm(e, norm) @ up[n])
+    a: np.ndarray                  # (B,T,N,F)
+    query_cache: ops.LinearCache   # q = h @ query
+    attend: AttendCache            # the attention over the earlier tokens' key-value experts
+    router_cache: ops.LinearCache  # MoLE's router logits = h @ router
+    s: np.ndarray                  # (B,T,N) router weights
+    v: np.ndarray                  # (B,T,N,D) the current token's values
+    y_context: np.ndarray          # (B,T,D) the attention term before the gate
 
 
 class DecodeState(NamedTuple):
@@ -111,23 +123,9 @@ class DecodeState(NamedTuple):
 def init(rng, d_model, d_expert, n_experts, d_key, variant="joint", dtype=np.float64):
     """Fresh parameters: norm gain 1, small Gaussian matrices (std 0.02);
     "recency": slopes 0.5, 0.25, ...; "gated": gate 0 (exactly MoLE at init)."""
-    validate.init_args(dtype, d_model=d_model, d_expert=d_expert, n_experts=n_experts, d_key=d_key,
-                       variant=variant)
-    D, F, N, Dk = d_model, d_expert, n_experts, d_key
-    params = {
-        "norm": np.ones(D, dtype=dtype),                                   # (D,)
-        "query": (0.02 * rng.standard_normal((D, Dk))).astype(dtype),      # (D,Dk)
-        "up": (0.02 * rng.standard_normal((N, D, F))).astype(dtype),       # (N,D,F)
-        "down_k": (0.02 * rng.standard_normal((N, F, Dk))).astype(dtype),  # (N,F,Dk)
-        "down_v": (0.02 * rng.standard_normal((N, F, D))).astype(dtype),   # (N,F,D)
-    }
-    if variant == "recency":
-        slopes = RECENCY_INIT * 0.5 ** np.arange(N)                        # (N,) m at init
-        params["recency"] = np.log(np.expm1(slopes)).astype(dtype)         # (N,) softplus(recency) = slopes
-    if variant == "gated":
-        params["router"] = (0.02 * rng.standard_normal((D, N))).astype(dtype)  # (D,N)
-        params["gate"] = np.zeros(1, dtype=dtype)                          # (1,) tanh(0) = 0: MoLE
-    return params
+    validate.init_args(dtype, VARIANTS, d_model=d_model, d_expert=d_expert, n_experts=n_experts,
+                       d_key=d_key, variant=variant)
+    return ops.init_params(rng, param_shapes(d_model, d_expert, n_experts, d_key, variant), dtype)
 
 
 def param_shapes(d_model, d_expert, n_experts, d_key, variant="joint"):
@@ -157,42 +155,23 @@ def experts_forward(params, e):
     Used by forward (e = the batch's embeddings) and by build_lut (e = the
     whole embedding table), so the tables hold exactly what training computed.
     """
-    a, c_hidden = experts.hidden_forward(params["norm"], params["up"], e)    # (...,N,F) as in MoLE
-    k = experts.matmul_per_expert(a, params["down_k"])                      # (...,N,F) -> (...,N,Dk)
-    v = experts.matmul_per_expert(a, params["down_v"])                      # (...,N,F) -> (...,N,D)
+    a, c_hidden = ops.expert_hidden_forward(params["norm"], params["up"], e)   # (...,N,F) as in MoLE
+    k = ops.matmul_per_expert(a, params["down_k"])                          # (...,N,F) -> (...,N,Dk)
+    v = ops.matmul_per_expert(a, params["down_v"])                          # (...,N,F) -> (...,N,D)
     return k, v, a, c_hidden
 
 
 def experts_backward(dk, dv, params, a, c_hidden):
     """dk (...,N,Dk), dv (...,N,D) -> de (...,D), and grads of norm, up, down_k, down_v."""
     # v[n] = a[n] @ down_v[n]
-    da_v, d_down_v = experts.matmul_per_expert_backward(dv, a, params["down_v"])   # (...,N,F), (N,F,D)
+    da_v, d_down_v = ops.matmul_per_expert_backward(dv, a, params["down_v"])       # (...,N,F), (N,F,D)
     # k[n] = a[n] @ down_k[n]
-    da_k, d_down_k = experts.matmul_per_expert_backward(dk, a, params["down_k"])   # (...,N,F), (N,F,Dk)
+    da_k, d_down_k = ops.matmul_per_expert_backward(dk, a, params["down_k"])       # (...,N,F), (N,F,Dk)
     # a feeds both heads: the two gradients meet here and add
     da = da_k + da_v                                                             # (...,N,F)
     # a[n] = gelu(rmsnorm(e, norm) @ up[n]): MoLE's hidden layer
-    de, d_norm, d_up = experts.hidden_backward(da, c_hidden)                     # (...,D)
+    de, d_norm, d_up = ops.expert_hidden_backward(da, c_hidden)                  # (...,D)
     return de, {"norm": d_norm, "up": d_up, "down_k": d_down_k, "down_v": d_down_v}
-
-
-def score_offset(T, window, own=True, slopes=None):
-    """What is added to the scores S (T,T,N): 0 where position t may see j, -inf
-    elsewhere; minus slopes[n] * (t - j) where slopes (N,) are given ("recency").
-
-    Allowed: t - window < j <= t (window None: every j <= t); own=False also
-    drops j = t (the "gated" variant's context is the earlier tokens only).
-    """
-    t = np.arange(T)[:, None]                                   # (T,1) query positions
-    j = np.arange(T)[None, :]                                   # (1,T) key positions
-    allowed = (j <= t) if own else (j < t)                      # (T,T) causal: never the future
-    if window is not None:
-        allowed &= j > t - window                               # only the last `window` positions
-    dtype = np.float64 if slopes is None else slopes.dtype
-    offset = np.where(allowed, 0.0, -np.inf).astype(dtype)[:, :, None]   # (T,T,1)
-    if slopes is not None:
-        offset = offset - slopes * (t - j)[:, :, None]          # (T,T,N): -inf stays -inf
-    return offset
 
 
 def attend_forward(q, k, v, offset=None):
@@ -246,35 +225,19 @@ def attend_backward(dy, cache):
 
 def forward(params, h, e, *, window=None, variant="joint", check=True):
     """h (B,T,D), e (B,T,D) -> y (B,T,D), cache. window: None or an integer >= 1.
+    Variants "joint" and "recency" here; "gated" is gated_forward (called from here).
     check=False: the caller has validated the inputs (the model does, once)."""
     if check:
-        validate.molkv_forward(params, h, e, window, variant)
+        validate.block_input("molkv", params, param_shapes, h, e, window=window, variant=variant, variants=VARIANTS)
+    if variant == "gated":
+        return gated_forward(params, h, e, window=window)
     T = h.shape[1]                                               # positions
     k, v, a, c_hidden = experts_forward(params, e)               # (B,T,N,Dk), (B,T,N,D)
     q, c_query = ops.linear_forward(h, params["query"])          # (B,T,D) -> (B,T,Dk)
-    distance = router = s = y_context = None
-    if variant == "gated":
-        y_context, c_attend = attend_forward(q, k, v, score_offset(T, window, own=False))  # (B,T,D)
-        logits, router = ops.linear_forward(h, params["router"])  # (B,T,D) -> (B,T,N)
-        s, _ = ops.softmax_forward(logits)                       # (B,T,N)
-        y_own = np.einsum("btn,btnd->btd", s, v)                 # (B,T,D) MoLE's term
-        y = y_own + np.tanh(params["gate"]) * y_context          # (B,T,D)
-    else:
-        slopes = softplus(params["recency"]) if variant == "recency" else None   # (N,) m
-        distance = np.subtract.outer(np.arange(T), np.arange(T)) if variant == "recency" else None   # (T,T) t - j
-        y, c_attend = attend_forward(q, k, v, score_offset(T, window, slopes=slopes))  # (B,T,D)
-    return y, MolkvCache(params, variant, c_hidden, a, c_query, c_attend, distance, router, s,
-                         v if variant == "gated" else None, y_context)
-
-
-def softplus(x):
-    """log(1 + exp(x)), computed without overflow; its derivative is sigmoid(x)."""
-    return np.logaddexp(0.0, x)
-
-
-def sigmoid(x):
-    """1 / (1 + exp(-x)) = exp(-softplus(-x)), computed without overflow."""
-    return np.exp(-np.logaddexp(0.0, -x))
+    slopes = ops.softplus(params["recency"]) if variant == "recency" else None   # (N,) m, "recency" only
+    offset, distance = ops.score_offset(T, T, window, slopes=slopes)   # (T,T,N or 1) mask (and -m (t - j)), (T,T)
+    y, c_attend = attend_forward(q, k, v, offset)                # (B,T,D)
+    return y, MolkvCache(params, variant, c_hidden, a, c_query, c_attend, distance)
 
 
 def backward(dy, cache, *, check=True):
@@ -293,36 +256,69 @@ def backward(dy, cache, *, check=True):
           da[n] = dk[n] @ down_k[n]^T + dv[n] @ down_v[n]^T   (a feeds both heads: sum)
       a = gelu(z), z[n] = ê @ up[n], ê = rmsnorm(e, norm)
           the ops backwards; dê sums the N experts' contributions.
-    docs/molkv_backward.md walks through it; the variants add one step each (below).
+    docs/molkv_backward.md walks through it; "recency" adds one step (below),
+    "gated" is gated_backward (called from here).
     """
     c = cache
     if check:
         validate.gradient(dy, c.attend.P.shape[:2] + c.attend.v_flat.shape[-1:], c.attend.P.dtype)
+    if isinstance(c, GatedCache):
+        return gated_backward(dy, c)
     grads = {}
-    dy_attend = dy                                               # (B,T,D)
-    if c.variant == "gated":
-        gate = np.tanh(c.params["gate"])                         # (1,)
-        # y = y_own + tanh(gate) * y_context
-        grads["gate"] = np.sum(dy * c.y_context) * (1.0 - gate * gate)   # (1,)  d tanh = 1 - tanh^2
-        dy_attend = gate * dy                                    # (B,T,D) into y_context
-        # y_own = sum_n s[n] * v[n]
-        ds = np.einsum("btd,btnd->btn", dy, c.v)                 # (B,T,N)
-        dv_own = c.s[..., None] * dy[:, :, None, :]              # (B,T,N,D)
-        # s = softmax(h @ router)
-        dlogits = ops.softmax_backward(ds, c.s)                  # (B,T,N)
-        dh_router, grads["router"] = ops.linear_backward(dlogits, c.router)  # (B,T,D), (D,N)
-    # y (or y_context) = attention of q over the key-value experts (k, v)
-    dq, dk, dv, dS = attend_backward(dy_attend, c.attend)        # (B,T,Dk), (B,T,N,Dk), (B,T,N,D), (B,T,T,N)
+    # y = attention of q over the key-value experts (k, v)
+    dq, dk, dv, dS = attend_backward(dy, c.attend)               # (B,T,Dk), (B,T,N,Dk), (B,T,N,D), (B,T,T,N)
     if c.variant == "recency":
         # S[t,j,n] -= m[n] (t - j),  m = softplus(recency):  dm/drecency = sigmoid(recency)
         dm = -np.einsum("btjn,tj->n", dS, c.distance.astype(dS.dtype))       # (N,)
-        grads["recency"] = dm * sigmoid(c.params["recency"])                 # (N,)
-    if c.variant == "gated":
-        dv = dv + dv_own                                         # v feeds both terms: the gradients add
+        grads["recency"] = dm * ops.sigmoid(c.params["recency"])             # (N,)
     # q = h @ query
-    dh, grads["query"] = ops.linear_backward(dq, c.query)        # (B,T,D), (D,Dk)
-    if c.variant == "gated":
-        dh = dh + dh_router                                      # h feeds the query and the router
+    dh, grads["query"] = ops.linear_backward(dq, c.query_cache)        # (B,T,D), (D,Dk)
+    # k, v = the expert FFNs of e
+    de, expert_grads = experts_backward(dk, dv, c.params, c.a, c.hidden)   # (B,T,D)
+    grads.update(expert_grads)
+    return dh, de, grads
+
+
+# ----------------------------------------------------------------------------
+# variant "gated": MoLE's term for the current token + a gated attention over
+# the earlier tokens' key-value experts
+# ----------------------------------------------------------------------------
+
+def gated_forward(params, h, e, *, window=None):
+    """h (B,T,D), e (B,T,D) -> y (B,T,D), cache (inputs validated by forward):
+        y[t] = sum_n s[t,n] v[t,n] + tanh(gate) * sum_{j<t,n} P[t,j,n] v[j,n]."""
+    T = h.shape[1]                                               # positions
+    k, v, a, c_hidden = experts_forward(params, e)               # (B,T,N,Dk), (B,T,N,D)
+    q, c_query = ops.linear_forward(h, params["query"])          # (B,T,D) -> (B,T,Dk)
+    offset, _ = ops.score_offset(T, T, window, earlier_only=True)        # (T,T,1) the earlier positions only
+    y_context, c_attend = attend_forward(q, k, v, offset)        # (B,T,D)
+    logits, c_router = ops.linear_forward(h, params["router"])   # (B,T,D) -> (B,T,N)
+    s, _ = ops.softmax_forward(logits)                           # (B,T,N)
+    y_own = np.einsum("btn,btnd->btd", s, v)                     # (B,T,D) MoLE's term
+    y = y_own + np.tanh(params["gate"]) * y_context              # (B,T,D)
+    return y, GatedCache(params, c_hidden, a, c_query, c_attend, c_router, s, v, y_context)
+
+
+def gated_backward(dy, cache):
+    """dy (B,T,D) -> dh (B,T,D), de (B,T,D), grads (the keys of params)."""
+    c = cache
+    grads = {}
+    gate = np.tanh(c.params["gate"])                             # (1,)
+    # y = y_own + tanh(gate) * y_context
+    grads["gate"] = np.sum(dy * c.y_context) * (1.0 - gate * gate)   # (1,)  d tanh = 1 - tanh^2
+    dy_context = gate * dy                                       # (B,T,D) into y_context
+    # y_own = sum_n s[n] * v[n]
+    ds = np.einsum("btd,btnd->btn", dy, c.v)                     # (B,T,N)
+    dv_own = c.s[..., None] * dy[:, :, None, :]                  # (B,T,N,D)
+    # s = softmax(h @ router)
+    dlogits = ops.softmax_backward(ds, c.s)                      # (B,T,N)
+    dh_router, grads["router"] = ops.linear_backward(dlogits, c.router_cache)  # (B,T,D), (D,N)
+    # y_context = attention of q over the earlier key-value experts (k, v)
+    dq, dk, dv, _ = attend_backward(dy_context, c.attend)        # (B,T,Dk), (B,T,N,Dk), (B,T,N,D)
+    dv = dv + dv_own                                             # v feeds both terms: the gradients add
+    # q = h @ query
+    dh, grads["query"] = ops.linear_backward(dq, c.query_cache)        # (B,T,D), (D,Dk)
+    dh = dh + dh_router                                          # h feeds the query and the router
     # k, v = the expert FFNs of e
     de, expert_grads = experts_backward(dk, dv, c.params, c.a, c.hidden)   # (B,T,D)
     grads.update(expert_grads)
@@ -340,7 +336,7 @@ def build_lut(params, emb, *, check=True):
     keep them on disk.
     """
     if check:
-        validate.molkv_lut(params, emb)
+        validate.block_lut("molkv", params, param_shapes, emb, "joint")   # the tables need only joint's
     k, v, _, _ = experts_forward(params, emb)                    # (V,N,Dk), (V,N,D)
     return {"k": np.ascontiguousarray(k), "v": np.ascontiguousarray(v)}
 
@@ -364,12 +360,12 @@ def forward_lut(params, h, ids, luts, *, window=None, variant="joint", check=Tru
     in RAM. luts["k"], luts["v"]: ndarrays, np.memmaps or lut.LookupTables.
     """
     if check:
-        validate.molkv_inference(params, h, ids, luts, window, variant)
+        validate.molkv_lut(params, h, ids, luts, window, variant, VARIANTS, DecodeState)
     T = h.shape[1]
     k = np.asarray(luts["k"][ids])                               # (B,T) -> (B,T,N,Dk) rows looked up
     v = np.asarray(luts["v"][ids])                               # (B,T) -> (B,T,N,D)
-    slopes = softplus(params["recency"]) if variant == "recency" else None      # (N,) m, "recency" only
-    offset = score_offset(T, window, own=variant != "gated", slopes=slopes)    # (T,T,N or 1)
+    slopes = ops.softplus(params["recency"]) if variant == "recency" else None  # (N,) m, "recency" only
+    offset, _ = ops.score_offset(T, T, window, earlier_only=variant == "gated", slopes=slopes)   # (T,T,N or 1)
     return attend_lut(params, h, k, v, variant, offset, own_v=v)
 
 
@@ -387,7 +383,8 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, variant="joint"
     Stepping ids[:, 0], ids[:, 1], ... reproduces forward_lut.
     """
     if check:
-        validate.molkv_decode(params, h_t, ids_t, luts, state, window, variant)
+        validate.molkv_lut(params, h_t, ids_t, luts, window, variant, VARIANTS, DecodeState, state=state,
+                           step=True)
     B = h_t.shape[0]
     k_t = np.asarray(luts["k"][ids_t])[:, None]                  # (B,) -> (B,1,N,Dk)
     v_t = np.asarray(luts["v"][ids_t])[:, None]                  # (B,) -> (B,1,N,D)
@@ -398,11 +395,7 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, variant="joint"
     state = DecodeState(k_buffer, v_buffer, length, window, variant)   # t+1 tokens cached
     k_all, v_all = state.k, state.v                              # (B,t+1,N,Dk), (B,t+1,N,D): the last `window`
     Tk = k_all.shape[1]                                          # cached tokens the query sees
-    offset = np.zeros((1, Tk, 1), dtype=h_t.dtype)               # (1,Tk,1) everything cached is allowed...
-    if variant == "gated":
-        offset[0, -1] = -np.inf                                  # ...but "gated" leaves out this token: its own term
-    if variant == "recency":
-        distance = np.arange(Tk - 1, -1, -1)                     # (Tk,) t - j: the newest is 0
-        offset = offset - softplus(params["recency"]) * distance[None, :, None]   # (1,Tk,N)
+    slopes = ops.softplus(params["recency"]) if variant == "recency" else None  # (N,) m, "recency" only
+    offset, _ = ops.score_offset(1, Tk, window, earlier_only=variant == "gated", slopes=slopes)   # (1,Tk,N or 1)
     y = attend_lut(params, h_t[:, None], k_all, v_all, variant, offset, own_v=v_t)   # (B,1,D)
     return y.reshape(B, -1), state

@@ -26,6 +26,7 @@ import numpy as np
 from minimolkv import validate
 
 RMS_EPS = 1e-5                     # rmsnorm epsilon, pinned in docs/design.md
+RECENCY_INIT = 0.5                 # recency slopes start at 0.5, 0.25, 0.125, ... (init_params)
 GELU_C = math.sqrt(2.0 / math.pi)  # tanh-form GELU constant (a Python float: keeps float32 float32)
 GELU_A = 0.044715
 
@@ -52,6 +53,76 @@ def linear_backward(dout, cache):
     dx = dout @ w.T                                        # (...,Dout) @ (Dout,Din) -> (...,Din)
     dw = x.reshape(-1, x.shape[-1]).T @ dout.reshape(-1, dout.shape[-1])  # (Din,M) @ (M,Dout) -> (Din,Dout)
     return dx, dw
+
+
+# ----------------------------------------------------------------------------
+# fresh parameters from their shapes: every block's init and the model's
+# ----------------------------------------------------------------------------
+
+def init_params(rng, shapes, dtype=np.float64, scaled=(), scale=1.0):
+    """Fresh parameters for {name: shape}, drawn from rng in that order: every matrix
+    N(0, 0.02²) (times `scale` for the names in `scaled`), every vector 1 (norm gains),
+    and two vectors by their name: "recency" starts at softplus^-1 of the slopes
+    RECENCY_INIT * 0.5**n (one per expert: 0.5, 0.25, ...), "gate" at 0."""
+    params = {}
+    for name, shape in shapes.items():
+        last = name.rsplit(".", 1)[-1]
+        if len(shape) >= 2:
+            value = 0.02 * rng.standard_normal(shape) * (scale if name in scaled else 1.0)
+        elif last == "recency":
+            value = np.log(np.expm1(RECENCY_INIT * 0.5 ** np.arange(shape[0])))   # softplus(value) = slopes
+        elif last == "gate":
+            value = np.zeros(shape)                                 # tanh(0) = 0: "gated" starts as MoLE
+        else:
+            value = np.ones(shape)
+        params[name] = value.astype(dtype)
+    return params
+
+
+# ----------------------------------------------------------------------------
+# N expert matrices side by side (moe.py, mole.py, molkv.py). Each product is an
+# einsum; written as np.einsum it is slow on older NumPy (0.6-5 GFLOP/s on 1.26),
+# so each is one BLAS matmul on reshaped views, as fast on every NumPy.
+# N experts, F an expert's width, M = the product of the leading dims (tokens).
+# ----------------------------------------------------------------------------
+
+def matmul_shared(x, w):
+    """x (...,D), w (N,D,F) -> z (...,N,F): every expert applied to the same x,
+    einsum("...d,ndf->...nf", x, w), as one (M,D) @ (D,N*F) with the N matrices side by side."""
+    N, D, F = w.shape
+    w_side = w.transpose(1, 0, 2).reshape(D, N * F)         # (N,D,F) -> (D,N*F): expert n in columns n*F..
+    z = x @ w_side                                           # (...,D) @ (D,N*F) -> (...,N*F)
+    return z.reshape(x.shape[:-1] + (N, F))                  # (...,N*F) -> (...,N,F)
+
+
+def matmul_shared_backward(dz, x, w):
+    """dz (...,N,F) -> dx (...,D), dw (N,D,F)."""
+    N, D, F = w.shape
+    dz_flat = dz.reshape(-1, N * F)                          # (M,N*F)
+    # z = x @ w_side,  w_side = w.transpose(1, 0, 2).reshape(D, N * F)
+    dx = dz_flat @ w.transpose(1, 0, 2).reshape(D, N * F).T  # (M,N*F) @ (N*F,D) -> (M,D): the experts' sum
+    dw_flat = x.reshape(-1, D).T @ dz_flat                   # (D,M) @ (M,N*F) -> (D,N*F), summed over tokens
+    dw = dw_flat.reshape(D, N, F).transpose(1, 0, 2)         # (D,N*F) -> (N,D,F)
+    return dx.reshape(x.shape), np.ascontiguousarray(dw)
+
+
+def matmul_per_expert(a, w):
+    """a (...,N,F), w (N,F,D) -> u (...,N,D): expert n's rows times expert n's matrix,
+    einsum("...nf,nfd->...nd", a, w), as a stack of N matmuls (N,M,F) @ (N,F,D)."""
+    N, F, D = w.shape
+    a_n = a.reshape(-1, N, F).transpose(1, 0, 2)             # (...,N,F) -> (N,M,F) a view, expert axis first
+    u = a_n @ w                                              # (N,M,F) @ (N,F,D) -> (N,M,D)
+    return u.transpose(1, 0, 2).reshape(a.shape[:-2] + (N, D))   # (N,M,D) -> (...,N,D), a view
+
+
+def matmul_per_expert_backward(du, a, w):
+    """du (...,N,D) -> da (...,N,F), dw (N,F,D)."""
+    N, F, D = w.shape
+    du_n = du.reshape(-1, N, D).transpose(1, 0, 2)           # (...,N,D) -> (N,M,D)
+    # u = a_n @ w,  a_n = a.reshape(-1, N, F).transpose(1, 0, 2)
+    da = du_n @ w.transpose(0, 2, 1)                         # (N,M,D) @ (N,D,F) -> (N,M,F)
+    dw = a.reshape(-1, N, F).transpose(1, 2, 0) @ du_n       # (N,F,M) @ (N,M,D) -> (N,F,D), summed over tokens
+    return da.transpose(1, 0, 2).reshape(a.shape), dw       # (N,M,F) -> (...,N,F)
 
 
 # ----------------------------------------------------------------------------
@@ -262,3 +333,71 @@ def cross_entropy_backward(dloss, cache):
                       np.take_along_axis(dlogits, targets[..., None], axis=-1) - 1.0, axis=-1)
     dlogits *= dloss / n_tokens                                      # (...,V)
     return dlogits
+
+
+# ----------------------------------------------------------------------------
+# the hidden layer of MoLE's and MoLKV's experts: they read the token embedding
+# a[n] = gelu(rmsnorm(e, norm) @ up[n])
+# ----------------------------------------------------------------------------
+
+class ExpertHiddenCache(NamedTuple):
+    e_hat: np.ndarray          # (...,D) rmsnorm(e, norm), what every expert reads
+    norm_cache: RmsnormCache   # of e_hat = rmsnorm(e, norm)
+    gelu: GeluCache            # of a = gelu(z)
+    up: np.ndarray             # (N,D,F) the weights of z = e_hat @ up[n]
+
+
+def expert_hidden_forward(norm, up, e):
+    """e (...,D) -> a (...,N,F):  a[n] = gelu(rmsnorm(e, norm) @ up[n])."""
+    e_hat, c_norm = rmsnorm_forward(e, norm)                 # (...,D)
+    z = matmul_shared(e_hat, up)                             # (...,D) -> (...,N,F)
+    a, c_gelu = gelu_forward(z)                              # (...,N,F)
+    return a, ExpertHiddenCache(e_hat, c_norm, c_gelu, up)
+
+
+def expert_hidden_backward(da, cache):
+    """da (...,N,F) -> de (...,D), d_norm (D,), d_up (N,D,F)."""
+    # a = gelu(z)
+    dz = gelu_backward(da, cache.gelu)                       # (...,N,F)
+    # z = e_hat @ up[n]: every expert reads e_hat, so de_hat sums over the N experts
+    de_hat, d_up = matmul_shared_backward(dz, cache.e_hat, cache.up)   # (...,D), (N,D,F)
+    # e_hat = rmsnorm(e, norm)
+    de, d_norm = rmsnorm_backward(de_hat, cache.norm_cache)        # (...,D), (D,)
+    return de, d_norm, d_up
+
+
+# ----------------------------------------------------------------------------
+# what causal attention adds to its scores: the mask and the recency term,
+# one place for attention.py, molkv.py and ctxattn.py, in training and decoding
+# ----------------------------------------------------------------------------
+
+def score_offset(Tq, Tk, window=None, earlier_only=False, slopes=None):
+    """-> offset (Tq,Tk,1) or (Tq,Tk,N) added to the scores, and distance (Tq,Tk) = t - j.
+
+    The Tq queries are the last Tq of the Tk positions (training: Tq = Tk = T;
+    decoding one token: Tq = 1, Tk the cached positions), so query i sits at
+    t = Tk - Tq + i and key j at j. The offset is 0 where t may see j and -inf
+    elsewhere: allowed is t - window < j <= t (window None: every j <= t);
+    earlier_only=True also drops j = t (MoLKV "gated": its context is the
+    earlier tokens). slopes (N,) given ("recency"): minus slopes[n] * (t - j) too.
+    """
+    t = np.arange(Tk - Tq, Tk)[:, None]                      # (Tq,1) query positions
+    j = np.arange(Tk)[None, :]                               # (1,Tk) key positions
+    distance = t - j                                         # (Tq,Tk) t - j, int
+    allowed = distance >= (1 if earlier_only else 0)         # (Tq,Tk) causal: never the future
+    if window is not None:
+        allowed &= distance < window                         # only the last `window` positions
+    offset = np.where(allowed, 0.0, -np.inf)[:, :, None]     # (Tq,Tk,1) float64: 0 or -inf
+    if slopes is not None:
+        offset = offset - slopes * distance[:, :, None]      # (Tq,Tk,N): -inf stays -inf
+    return offset, distance
+
+
+def softplus(x):
+    """log(1 + exp(x)), computed without overflow; its derivative is sigmoid(x)."""
+    return np.logaddexp(0.0, x)
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)) = exp(-softplus(-x)), computed without overflow."""
+    return np.exp(-np.logaddexp(0.0, -x))

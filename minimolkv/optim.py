@@ -78,18 +78,19 @@ def adamw_step(params, grads, state, lr, beta1=0.9, beta2=0.95, eps=1e-8, weight
         p = p - lr * m_hat / (sqrt(v_hat) + eps)
     The decay uses p before this step's Adam update (as torch.optim.AdamW).
     Arithmetic stays in each parameter's dtype.
-    check=False: the caller has checked these once already (train does, before its loop).
+    check=False: the caller has checked these once already (train's first step does), and
+    params and grads are flat dicts (the model's): nothing is walked or checked per step.
     """
-    named_p, named_g = _named(params, "params"), _named(grads, "grads")
     if check:
-        _check_step(named_p, named_g, state, lr, beta1, beta2, eps, weight_decay)
+        params, grads = _named(params, "params"), _named(grads, "grads")
+        _check_step(params, grads, state, lr, beta1, beta2, eps, weight_decay)
 
     state["t"] += 1
     t = state["t"]
     correction1 = 1.0 - beta1 ** t                          # scalar
     correction2 = 1.0 - beta2 ** t                          # scalar
-    for name, p in named_p.items():
-        g, m, v = named_g[name], state["m"][name], state["v"][name]   # all shaped like p
+    for name, p in params.items():
+        g, m, v = grads[name], state["m"][name], state["v"][name]     # all shaped like p
         m *= beta1
         m += (1.0 - beta1) * g
         v *= beta2
@@ -157,7 +158,7 @@ def state_from_arrays(arrays, prefix="adamw."):
 # learning-rate schedule and gradient clipping
 # ----------------------------------------------------------------------------
 
-def lr_schedule(step, max_steps, lr, warmup_steps, min_lr_ratio=0.1):
+def lr_schedule(step, max_steps, lr, warmup_steps, min_lr_ratio=0.1, *, check=True):
     """Learning rate for `step` (counted from 0): linear warmup, then cosine decay.
 
         step < warmup_steps:  lr * (step + 1) / warmup_steps   (lr at the last warmup step)
@@ -165,16 +166,11 @@ def lr_schedule(step, max_steps, lr, warmup_steps, min_lr_ratio=0.1):
                               progress = (step - warmup_steps) / (max_steps - 1 - warmup_steps)
                               going 0 -> 1, so the last step, max_steps - 1, uses min_lr
         min_lr = min_lr_ratio * lr; steps past the end stay at min_lr.
+    check=False: the caller has checked the arguments once (train's first step does).
     """
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-        raise ValueError(f"step must be an integer >= 0, got {step!r}")
-    max_steps = validate.positive_int(max_steps, "max_steps")
-    lr = _check_number(lr, "lr", 0.0)
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)) \
-            or not 0 <= warmup_steps < max_steps:
-        raise ValueError(f"warmup_steps must be an integer in [0, max_steps={max_steps}), "
-                         f"got {warmup_steps!r}")
-    min_lr = lr * _check_number(min_lr_ratio, "min_lr_ratio", 0.0, 1.0)
+    if check:
+        _check_schedule(step, max_steps, lr, warmup_steps, min_lr_ratio)
+    min_lr = lr * min_lr_ratio
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     decay_steps = max_steps - 1 - warmup_steps
@@ -182,22 +178,38 @@ def lr_schedule(step, max_steps, lr, warmup_steps, min_lr_ratio=0.1):
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def clip_grad_norm(grads, max_norm):
+def _check_schedule(step, max_steps, lr, warmup_steps, min_lr_ratio):
+    """lr_schedule's arguments: integers and numbers in range."""
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise ValueError(f"step must be an integer >= 0, got {step!r}")
+    max_steps = validate.positive_int(max_steps, "max_steps")
+    _check_number(lr, "lr", 0.0)
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)) \
+            or not 0 <= warmup_steps < max_steps:
+        raise ValueError(f"warmup_steps must be an integer in [0, max_steps={max_steps}), "
+                         f"got {warmup_steps!r}")
+    _check_number(min_lr_ratio, "min_lr_ratio", 0.0, 1.0)
+
+
+def clip_grad_norm(grads, max_norm, *, check=True):
     """Scale all gradients together so their global L2 norm is at most max_norm.
 
     Returns the norm before clipping (a float; summed in float64). Gradients
     are scaled in place by max_norm / norm when norm > max_norm. A non-finite
     norm (inf/nan gradients) is returned as is and nothing is scaled, so the
     caller can see it and skip the step.
+    check=False: grads is a flat dict and max_norm was checked once (train's first step).
     """
-    named = _named(grads, "grads")
-    max_norm = _check_number(max_norm, "max_norm", 0.0)
-    if max_norm <= 0:
-        raise ValueError(f"max_norm must be > 0, got {max_norm}")
-    total = sum(float(np.sum(np.square(g, dtype=np.float64))) for g in named.values())
+    if check:
+        grads = _named(grads, "grads")
+        if _check_number(max_norm, "max_norm", 0.0) <= 0:
+            raise ValueError(f"max_norm must be > 0, got {max_norm}")
+    total = 0.0
+    for g in grads.values():
+        total += float(np.sum(np.square(g, dtype=np.float64)))   # summed in float64
     norm = math.sqrt(total)
     if math.isfinite(norm) and norm > max_norm:
         scale = max_norm / norm
-        for g in named.values():
+        for g in grads.values():
             g *= scale                                       # in place, dtype kept
     return norm

@@ -3,7 +3,9 @@
 For a Config, count
     train       parameters trained (everything, expert FFNs included)
     ram         parameters resident in RAM at inference: MoLE/MoLKV expert
-                FFNs (norm, up, down...) are replaced by lookup tables
+                FFNs (norm, up, down...) are replaced by lookup tables (parameters
+                only: decoding's caches, the attention KV cache and MoLKV's
+                key-value expert cache, t·N·(Dk + D) per layer, come on top)
     lut         numbers stored in the lookup tables (in storage, e.g. on disk)
     loaded      numbers read from the tables per token (one row per layer)
     activated   parameters that take part in computing one token, without the

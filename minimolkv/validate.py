@@ -1,19 +1,12 @@
-"""Input validation: every bad input becomes a ValueError/TypeError that names
-the argument, says what was given and what is allowed.
+"""Input validation below the math: every bad input becomes one ValueError/TypeError
+naming the argument, what was given and what is allowed.
 
-Each public entry of the math modules (a block's init/forward/backward/...,
-the model's forward, generate) makes exactly one call into this module, as
-its first line, and then runs pure math: in a debugger, `n` steps over the
-check and `s` on the next line lands in the math. Code that has validated
-already (the model calling its blocks, generate calling the model) calls the
-math with check=False, so nothing is checked twice.
-
-Layout: the basic checks first (array, float_input, token_ids, param_dict,
-positive_int), then one function per public entry of the blocks, named after it.
-The model's, generation's and a training run's checks are in validate_run.py,
-built from these.
+Each public entry of the math makes its check under `if check:` as its first line,
+then runs pure math (in a debugger, `n` steps over the check). Callers that validated
+already pass check=False: nothing is checked twice or per step. This module imports
+nothing of the package: what a check compares against (a block's param_shapes, its
+variants, its DecodeState) comes from the caller. validate_run.py: the model and a run.
 """
-
 
 import numpy as np
 
@@ -96,30 +89,15 @@ def one_of(value, name, choices):
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
-def _anchored(params, anchors, block):
-    """The arrays whose shapes give a block's sizes must exist with these ndims, before
-    the sizes are read off them (so a bad dict never fails with a bare IndexError)."""
-    if not isinstance(params, dict) or any(k not in params for k in anchors):
-        raise TypeError(f"params must be the dict from {block}.init (keys {', '.join(anchors)}, ...)")
-    for key, ndim in anchors.items():
-        array(params[key], f"params['{key}']", ndim=ndim, floating=True)
-
-
-def _same_shape(h, e):
-    if h.shape != e.shape:
-        raise ValueError(f"h and e must have the same shape (B,T,D), got h {h.shape} and e {e.shape}")
-
-
 # ----------------------------------------------------------------------------
-# the blocks: parameters, then one function per public entry
+# the blocks: sizes, parameters, inputs
 # ----------------------------------------------------------------------------
 
-def init_args(dtype, **sizes):
-    """A block init's sizes (integers >= 1; `variant` a MoLKV variant) and float dtype."""
+def init_args(dtype, variants=(), **sizes):
+    """A block init's sizes (integers >= 1; `variant` one of `variants`) and float dtype."""
     for name, value in sizes.items():
         if name == "variant":
-            from minimolkv.molkv import VARIANTS
-            one_of(value, "variant", VARIANTS)
+            one_of(value, "variant", variants)
         else:
             positive_int(value, name)
     if "n_heads" in sizes and sizes["d_model"] % sizes["n_heads"]:
@@ -136,154 +114,83 @@ def gradient(dy, shape, dtype):
         raise TypeError(f"dy has dtype {dy.dtype} but the forward ran in {dtype}")
 
 
-def ffn_params(params):
-    from minimolkv.ffn import param_shapes          # (the blocks import this module: import at call time)
-    _anchored(params, {"up": 2}, "ffn")
-    D, F = params["up"].shape
-    return D, param_dict(params, param_shapes(D, F))
+# Where each block's param_shapes(*sizes) reads its sizes: {block: (anchors {key: ndim}, sizes(params))}.
+SIZES = {
+    "ffn": ({"up": 2}, lambda p: p["up"].shape),                                            # D, Fd
+    "moe": ({"router": 2, "up": 3}, lambda p: (p["router"].shape[0], p["up"].shape[2], p["router"].shape[1])),
+    "mole": ({"up": 3}, lambda p: (p["up"].shape[1], p["up"].shape[2], p["up"].shape[0])),  # D, F, N
+    "molkv": ({"up": 3, "query": 2}, lambda p: (p["up"].shape[1], p["up"].shape[2], p["up"].shape[0],
+                                                p["query"].shape[1])),                       # D, F, N, Dk
+    "ctxattn": ({"query": 2}, lambda p: p["query"].shape),                                  # D, Dk
+    "attention": ({"qkv": 2}, lambda p: p["qkv"].shape[:1]),                                # D
+}
+E_UNREAD = {"ffn": "the FFN", "moe": "MoE", "ctxattn": "the control (ctxattn)"}   # e is not read
 
 
-def moe_params(params):
-    from minimolkv.moe import param_shapes
-    _anchored(params, {"router": 2, "up": 3}, "moe")
-    D, N = params["router"].shape
-    return D, N, param_dict(params, param_shapes(D, params["up"].shape[2], N))
+def block_params(block, params, param_shapes, *more):
+    """A block's params against the caller's param_shapes(*sizes, *more), the sizes read off
+    the anchors of SIZES, which are checked first (so a bad dict never fails with a bare
+    IndexError). Returns (d_model, dtype)."""
+    anchors, sizes = SIZES[block]
+    if not isinstance(params, dict) or any(k not in params for k in anchors):
+        raise TypeError(f"params must be the dict from {block}.init (keys {', '.join(anchors)}, ...)")
+    for key, ndim in anchors.items():
+        array(params[key], f"params['{key}']", ndim=ndim, floating=True)
+    args = tuple(sizes(params)) + more
+    return args[0], param_dict(params, param_shapes(*args))
 
 
-def mole_params(params):
-    from minimolkv.mole import param_shapes
-    _anchored(params, {"up": 3}, "mole")
-    N, D, F = params["up"].shape
-    return D, param_dict(params, param_shapes(D, F, N))
-
-
-def molkv_params(params, variant):
-    from minimolkv.molkv import VARIANTS, param_shapes
-    one_of(variant, "variant", VARIANTS)
-    _anchored(params, {"up": 3, "query": 2}, "molkv")
-    N, D, F = params["up"].shape
-    return D, param_dict(params, param_shapes(D, F, N, params["query"].shape[1], variant))
-
-
-def _unread_e(e, block):
-    """The FFN and MoE take `e` for the common interface but do not read it."""
-    if e is not None and not isinstance(e, np.ndarray):
-        raise TypeError(f"e must be None or an array ({block} does not read it), got {e!r}; "
-                        "options such as top_k are keyword-only")
-
-
-def ctxattn_params(params):
-    from minimolkv.ctxattn import param_shapes
-    _anchored(params, {"query": 2}, "ctxattn")
-    D, Dk = params["query"].shape
-    return D, param_dict(params, param_shapes(D, Dk))
-
-
-def ctxattn_forward(params, h, e, window):
-    D, dtype = ctxattn_params(params)
-    _hidden(h, D, dtype)
-    _unread_e(e, "the control (ctxattn)")
+def block_input(block, params, param_shapes, h, e=None, *, name="h", window=None, top_k=None,
+                variant=None, variants=None, more=()):
+    """The check of a block's forward (h, e (B,T,D)) or decode step (name="h_t": h_t (B,D);
+    attention: x, x_t): params against the caller's param_shapes(*sizes, *more), the
+    inputs, the options (variant one of `variants`). Returns (D, dtype)."""
+    if variants is not None:
+        one_of(variant, "variant", variants)
+        more = (variant,)
+    D, dtype = block_params(block, params, param_shapes, *more)
+    if block == "attention":
+        init_args(dtype, d_model=D, n_heads=more[0])
     positive_int(window, "window", allow_none=True)
-
-
-def ffn_forward(params, h, e):
-    D, dtype = ffn_params(params)
-    _hidden(h, D, dtype)
-    _unread_e(e, "the FFN")
-
-
-def moe_forward(params, h, e, top_k):
-    D, N, dtype = moe_params(params)
-    _hidden(h, D, dtype)
-    _unread_e(e, "MoE")
-    _top_k(top_k, N)
-
-
-def _top_k(top_k, N):
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
+    if block in E_UNREAD or name != "h":
+        hidden(h, D, dtype, name)
+        if block in E_UNREAD and e is not None and not isinstance(e, np.ndarray):
+            raise TypeError(f"e must be None or an array ({E_UNREAD[block]} does not read it), got {e!r}; "
+                            "options such as top_k are keyword-only")
+    else:                                                  # MoLE and MoLKV read h and e, both (B,T,D)
+        float_input(h, "h", (None, None, D), dtype)
+        float_input(e, "e", (None, None, D), dtype)
+        if h.shape != e.shape:
+            raise ValueError(f"h and e must have the same shape (B,T,D), got h {h.shape} and e {e.shape}")
+    N = params["router"].shape[1] if block == "moe" else None
+    if block == "moe" and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))):
         raise TypeError(f"top_k must be an integer in [1, {N}], got {top_k!r}")
-    if not 1 <= top_k <= N:
+    if block == "moe" and not 1 <= top_k <= N:
         raise ValueError(f"top_k must be in [1, n_experts={N}], got {top_k}")
+    return D, dtype
 
 
-def _step(h_t, D, dtype):
-    """h_t (B,D): one decoding step's hidden state, named as the decode steps name it."""
-    array(h_t, "h_t", ndim=2, floating=True)
-    float_input(h_t, "h_t", (None, D), dtype)
+def block_lut(block, params, param_shapes, emb, *more):
+    """build_lut: the block's params and the embedding table emb (V,D)."""
+    D, dtype = block_params(block, params, param_shapes, *more)
+    float_input(emb, "emb", (None, D), dtype)
 
 
-def ffn_decode(params, h_t):
-    D, dtype = ffn_params(params)
-    _step(h_t, D, dtype)
-
-
-def moe_decode(params, h_t, top_k):
-    D, N, dtype = moe_params(params)
-    _step(h_t, D, dtype)
-    _top_k(top_k, N)
-
-
-def ctxattn_decode(params, h_t, state, window):
-    """ctxattn.decode_step: h_t (B,D), and the DecodeState it returned, for the same batch and window."""
-    D, dtype = ctxattn_params(params)
-    _step(h_t, D, dtype)
-    positive_int(window, "window", allow_none=True)
-    if state is None:
-        return
-    from minimolkv.ctxattn import DecodeState
-    if not isinstance(state, DecodeState):
-        raise TypeError("state must be None or the DecodeState returned by decode_step")
-    B, Dk = h_t.shape[0], params["query"].shape[1]
-    if state.k_buffer.shape[0] != B:
-        raise ValueError(f"state holds {state.k_buffer.shape[0]} sequences but h_t has {B}; "
-                         "start a new state (None) for a new batch")
-    if state.window != window:
-        raise ValueError(f"window={window} but state was built with window={state.window}; "
-                         "use the same for every step")
-    array(state.k_buffer, "state.k_buffer", shape=(B, None, 1, Dk))
-    array(state.v_buffer, "state.v_buffer", shape=(B, state.k_buffer.shape[1], 1, D))
-    if state.k_buffer.dtype != dtype:
-        raise TypeError(f"state holds {state.k_buffer.dtype} keys but the parameters are {dtype}")
-
-
-def _hidden(h, D, dtype, name="h"):
-    """h (B,T,D): checked for its dims first, so the message says which is wrong."""
-    array(h, name, ndim=3, floating=True)
+def hidden(h, D, dtype, name="h"):
+    """h (B,T,D), or a decode step's h_t (B,D), checked for its dims first, so the
+    message says which is wrong."""
+    array(h, name, ndim=2 if name.endswith("_t") else 3, floating=True)
     if h.shape[-1] != D:
         raise ValueError(f"{name} has {h.shape[-1]} features (last dim of shape {h.shape}), "
                          f"but the params have d_model={D}")
-    float_input(h, name, (None, None, D), dtype)
+    float_input(h, name, h.shape[:-1] + (D,), dtype)
 
 
-def mole_forward(params, h, e):
-    D, dtype = mole_params(params)
-    float_input(h, "h", (None, None, D), dtype)
-    float_input(e, "e", (None, None, D), dtype)
-    _same_shape(h, e)
-
-
-def molkv_forward(params, h, e, window, variant):
-    D, dtype = molkv_params(params, variant)
-    positive_int(window, "window", allow_none=True)
-    float_input(h, "h", (None, None, D), dtype)
-    float_input(e, "e", (None, None, D), dtype)
-    _same_shape(h, e)
-
-
-def mole_lut(params, emb):
-    D, dtype = mole_params(params)
-    float_input(emb, "emb", (None, D), dtype)
-
-
-def molkv_lut(params, emb):
-    D, dtype = molkv_params(params, "joint")                 # the tables need only the joint parameters
-    float_input(emb, "emb", (None, D), dtype)
-
-
-def _inference(params, key, luts, widths):
-    """At inference only `key` (router or query) and the variant's small extras stay in
-    RAM; the tables replace the rest. widths: {table: its last dim from (D, key's width)}.
-    Returns (D, N, key's width, dtype, V)."""
+def lut_input(params, key, luts, widths, h, ids, *, step=False, extras=None):
+    """forward_lut (h (B,T,D), ids (B,T)) or, step=True, decode_step (h_t (B,D), ids_t (B,)).
+    At inference only `key` (router or query) and the variant's small `extras(D, N)`
+    {key: shape} stay in RAM; the tables replace the rest. widths: {table: its last
+    dim from (D, key's width)}. Returns (D, N, key's width, dtype)."""
     if not isinstance(params, dict) or key not in params:
         raise TypeError(f"params must be a dict holding {key!r}; at inference nothing else "
                         "is needed (the tables replace the expert FFNs)")
@@ -306,91 +213,73 @@ def _inference(params, key, luts, widths):
             raise TypeError(f"{name} has dtype {table.dtype} but the parameters are {dtype}; "
                             "dtypes are never mixed")
     V, N = luts[first].shape[:2]
-    return D, N, width, dtype, V
-
-
-def mole_inference(params, h, ids, luts, step=False):
-    """forward_lut (h (B,T,D), ids (B,T)), or with step=True decode_step (h_t (B,D), ids_t (B,))."""
-    D, N, width, dtype, V = _inference(params, "router", luts, {"u": lambda D, N: D})
-    if N != width:
-        raise ValueError(f"luts['u'] holds {N} experts but params['router'] routes to {width}")
+    if key == "router" and N != width:
+        raise ValueError(f"luts['{first}'] holds {N} experts but params['router'] routes to {width}")
+    extra = extras(D, N) if extras else {}
+    if extra and param_dict({k: params[k] for k in extra if k in params}, extra) != dtype:
+        raise TypeError("params mixes dtypes; use one dtype for all")
     if step:
-        _step(h, D, dtype)
+        float_input(h, "h_t", (None, D), dtype)
         token_ids(ids, V, "ids_t", shape=h.shape[:1])
     else:
         float_input(h, "h", (None, None, D), dtype)
         token_ids(ids, V, "ids", shape=h.shape[:2])
+    return D, N, width, dtype
 
 
-def _molkv_extras(params, variant, D, N, dtype):
-    """The variant's parameters that stay in RAM beside the query."""
-    extra = {"recency": {"recency": (N,)}, "gated": {"router": (D, N), "gate": (1,)}}.get(variant, {})
-    if extra and param_dict({k: params[k] for k in extra if k in params}, extra) != dtype:
-        raise TypeError("params mixes dtypes; use one dtype for all")
-
-
-def molkv_inference(params, h, ids, luts, window, variant):
-    from minimolkv.molkv import VARIANTS
-    one_of(variant, "variant", VARIANTS)
-    D, N, Dk, dtype, V = _inference(params, "query", luts, {"k": lambda D, Dk: Dk, "v": lambda D, Dk: D})
-    _molkv_extras(params, variant, D, N, dtype)
+def molkv_lut(params, h, ids, luts, window, variant, variants, state_type, *, state=None, step=False):
+    """molkv.forward_lut, or step=True decode_step with its `state` (None or the
+    `state_type` it returned, for the same batch, window and variant)."""
+    one_of(variant, "variant", variants)
+    extras = {"recency": lambda D, N: {"recency": (N,)}, "gated": lambda D, N: {"router": (D, N), "gate": (1,)}}
+    D, N, Dk, dtype = lut_input(params, "query", luts, {"k": lambda D, Dk: Dk, "v": lambda D, Dk: D}, h, ids,
+                                step=step, extras=extras.get(variant))
     positive_int(window, "window", allow_none=True)
-    float_input(h, "h", (None, None, D), dtype)
-    token_ids(ids, V, "ids", shape=h.shape[:2])
+    if step:
+        decode_state(state, state_type, h.shape[0], dtype, {"k": (None, None, N, Dk), "v": (None, None, N, D)},
+                     {"window": window, "variant": variant})
 
 
-def molkv_decode(params, h_t, ids_t, luts, state, window, variant):
-    from minimolkv.molkv import VARIANTS
-    one_of(variant, "variant", VARIANTS)
-    D, N, Dk, dtype, V = _inference(params, "query", luts, {"k": lambda D, Dk: Dk, "v": lambda D, Dk: D})
-    _molkv_extras(params, variant, D, N, dtype)
-    positive_int(window, "window", allow_none=True)
-    float_input(h_t, "h_t", (None, D), dtype)
-    B = h_t.shape[0]
-    token_ids(ids_t, V, "ids_t", shape=(B,))
+def ctxattn_decode(params, h_t, state, window, param_shapes, state_type):
+    """ctxattn.decode_step: h_t (B,D), and the state it returned, for the same batch and window."""
+    D, dtype = block_input("ctxattn", params, param_shapes, h_t, name="h_t", window=window)
+    Dk = params["query"].shape[1]
+    decode_state(state, state_type, h_t.shape[0], dtype,
+                 {"k_buffer": (None, None, 1, Dk), "v_buffer": (None, None, 1, D)}, {"window": window})
+
+
+def decode_state(state, state_type, B, dtype, shapes, asked):
+    """A decode step's state: None or the `state_type` decode_step returned, for the same
+    batch B and options `asked` {field: value} (window, variant), holding `shapes`
+    {field: shape} (B and the length: the first field's) of `dtype`."""
     if state is None:
         return
-    from minimolkv.molkv import DecodeState
-    if not isinstance(state, DecodeState):
-        raise TypeError("state must be None or the DecodeState returned by decode_step")
-    if state.k.shape[0] != B:
-        raise ValueError(f"state holds {state.k.shape[0]} sequences but h_t has {B}; "
+    if not isinstance(state, state_type):
+        raise TypeError(f"state must be None or the {state_type.__name__} returned by decode_step")
+    first = getattr(state, next(iter(shapes)))
+    if first.shape[0] != B:
+        raise ValueError(f"state holds {first.shape[0]} sequences but h_t has {B}; "
                          "start a new state (None) for a new batch")
-    if (state.window, state.variant) != (window, variant):
-        raise ValueError(f"window={window}, variant={variant!r} but state was built with "
-                         f"window={state.window}, variant={state.variant!r}; use the same for every step")
-    array(state.k, "state.k", shape=(B, None, N, Dk))
-    array(state.v, "state.v", shape=(B, state.k.shape[1], N, D))
-    if state.k.dtype != dtype or state.v.dtype != dtype:
-        raise TypeError(f"state holds {state.k.dtype} keys and {state.v.dtype} values but the parameters "
-                        f"are {dtype}; use one dtype")
+    built = {k: getattr(state, k) for k in asked}
+    if built != asked:
+        raise ValueError(f"{', '.join(f'{k}={v!r}' for k, v in asked.items())} but state was built with "
+                         f"{', '.join(f'{k}={v!r}' for k, v in built.items())}; use the same for every step")
+    for name, shape in shapes.items():
+        a = getattr(state, name)
+        array(a, f"state.{name}", shape=(B, first.shape[1]) + shape[2:])
+        if a.dtype != dtype:
+            raise TypeError(f"state holds {a.dtype} arrays (state.{name}) but the parameters are {dtype}; "
+                            "use one dtype")
 
 
-def attention_params(params, n_heads):
-    from minimolkv.attention import param_shapes
-    _anchored(params, {"qkv": 2}, "attention")
-    D = params["qkv"].shape[0]
-    dtype = param_dict(params, param_shapes(D, n_heads))
-    init_args(dtype, d_model=D, n_heads=n_heads)
-    return D, dtype
-
-
-def attention_forward(params, x, n_heads):
-    D, dtype = attention_params(params, n_heads)
-    _hidden(x, D, dtype, name="x")
-
-
-def attention_decode(params, x_t, n_heads, kv, max_len):
-    D, dtype = attention_params(params, n_heads)
-    array(x_t, "x_t", ndim=2, floating=True)
-    float_input(x_t, "x_t", (None, D), dtype)
+def attention_decode(kv, kv_type, x_t, n_heads, max_len):
+    """attention.decode_step's KV cache: None or the `kv_type` it returned, not yet full."""
     positive_int(max_len, "max_len", allow_none=True)
     if kv is None:
         return
-    from minimolkv.attention import KVCache
-    if not isinstance(kv, KVCache):
+    if not isinstance(kv, kv_type):
         raise TypeError("kv must be None or the KVCache returned by decode_step")
-    array(kv.k, "kv.k", shape=(x_t.shape[0], n_heads, None, D // n_heads))
+    array(kv.k, "kv.k", shape=(x_t.shape[0], n_heads, None, x_t.shape[1] // n_heads))
     array(kv.v, "kv.v", shape=kv.k.shape)
     if max_len is not None and kv.k.shape[2] >= max_len:
         raise ValueError(f"the cache already holds {kv.k.shape[2]} tokens, max_len={max_len}")

@@ -1,9 +1,6 @@
-"""Input validation of a whole model and a training run: model.forward, generate,
-build_luts, and a run's Settings, DataSpec and saved optimizer state.
-
-The same rule as validate.py, whose basic checks these use: each public entry
-makes exactly one call into this module, as its first line, and then runs pure
-math; messages name the argument, what was given and what is allowed.
+"""Input validation of a whole model and a training run (model.forward, generate,
+build_luts; a run's Settings, DataSpec and saved optimizer state), by validate.py's
+rules and from its basic checks; what a check compares against comes from the caller.
 """
 
 import math
@@ -20,7 +17,7 @@ def non_negative_int(value, name, note=""):
 
 
 # ----------------------------------------------------------------------------
-# the model and generation (model.py imports this module, so these import model lazily)
+# the model and generation: shapes come from the caller (model.param_shapes, lut_shapes)
 # ----------------------------------------------------------------------------
 
 def config(c, kinds, variants):
@@ -45,12 +42,11 @@ def model_cache(cache):
     if cache.loss is None:
         raise ValueError("backward needs a forward with targets (the loss)")
 
-def model_params(params, config):
-    """params must be exactly the dict model.init(config) makes: same keys, shapes, one float dtype."""
-    from minimolkv.model import param_shapes
+def model_params(params, config, expected):
+    """params must be exactly the dict model.init(config) makes, `expected` =
+    model.param_shapes(config): same keys, shapes, one float dtype."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be the dict from model.init, got {type(params).__name__}")
-    expected = param_shapes(config)
     extra = sorted(set(params) - set(expected))
     try:
         if extra:
@@ -60,16 +56,14 @@ def model_params(params, config):
         raise ValueError(f"params do not fit this config (kind={config.kind!r}): {err}") from None
 
 
-def model_luts(config, luts, dtype):
-    """luts must be exactly the tables model.build_luts makes for this config, in the
-    parameters' dtype (never mixed: float32 parameters with float64 tables would
-    silently compute in float64)."""
-    from minimolkv.model import lut_shapes
+def model_luts(config, luts, dtype, expected):
+    """luts must be exactly the tables model.build_luts makes for this config (`expected`
+    = model.lut_shapes(config)), in the parameters' dtype (never mixed: float32
+    parameters with float64 tables would silently compute in float64)."""
     if luts is None:
         return
     if not isinstance(luts, dict):
         raise TypeError(f"luts must be the dict from build_luts, got {type(luts).__name__}")
-    expected = lut_shapes(config)
     if not expected:
         raise ValueError(f"luts are for mole and molkv models; this model's kind is {config.kind!r}")
     for name, shape in expected.items():
@@ -84,9 +78,9 @@ def model_luts(config, luts, dtype):
                             f"parameters are {dtype}; dtypes are never mixed")
 
 
-def model_forward(params, config, ids, targets=None, luts=None):
+def model_forward(params, config, ids, targets, luts, shapes, table_shapes):
     """ids (B,T) within the vocabulary and the context, targets like ids, params and luts
-    that fit the config."""
+    that fit the config (shapes, table_shapes: model.param_shapes, lut_shapes of it)."""
     token_ids(ids, config.vocab_size, "ids")
     if ids.ndim != 2:
         raise ValueError(f"ids must be a (B,T) array of token ids, got shape {ids.shape}")
@@ -98,10 +92,10 @@ def model_forward(params, config, ids, targets=None, luts=None):
         token_ids(targets, config.vocab_size, "targets")
         if targets.shape != ids.shape:
             raise ValueError(f"targets must have the shape of ids {ids.shape}, got {targets.shape}")
-    model_luts(config, luts, model_params(params, config))
+    model_luts(config, luts, model_params(params, config, shapes), table_shapes)
 
 
-def generate_args(params, config, prompt, n_tokens, temperature, top_k, luts):
+def generate_args(params, config, prompt, n_tokens, temperature, top_k, luts, shapes, table_shapes):
     """prompt (B,T0) non-empty ids, n_tokens >= 0, temperature finite >= 0, top_k None or >= 1."""
     token_ids(prompt, config.vocab_size, "prompt_ids")
     if prompt.ndim != 2 or prompt.shape[1] == 0:
@@ -111,7 +105,7 @@ def generate_args(params, config, prompt, n_tokens, temperature, top_k, luts):
             or not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     positive_int(top_k, "top_k", allow_none=True)
-    model_luts(config, luts, model_params(params, config))
+    model_luts(config, luts, model_params(params, config, shapes), table_shapes)
 
 
 # ----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from minimolkv import attention
-from minimolkv.checks import check_attention
+from minimolkv.gradcheck_layers import check_attention
 from minimolkv.gradcheck import LAYER_TOL, check_block
 
 

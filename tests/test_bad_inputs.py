@@ -103,14 +103,14 @@ def set_item(key, value):
 
 def luts_in_the_way(folder):
     run = checkpoint.load(folder)
-    tables = folder / ("luts-" + lut.fingerprint(run["params"]))
+    tables = folder / ("luts-" + lut.fingerprint(run.params))
     shutil.rmtree(tables, ignore_errors=True)                  # (train's sample built them)
     tables.write_text("not a folder")
 
 
 def nan_in_a_table(folder):
     run = checkpoint.load(folder)
-    luts = lut.tables(folder, run["params"], run["config"])
+    luts = lut.tables(folder, run.params, run.config)
     path = next(folder.glob("luts-*")) / (next(iter(luts)) + ".npy")
     table = np.load(path)
     table[3, 1, 2] = np.nan

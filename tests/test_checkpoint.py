@@ -66,14 +66,14 @@ def test_a_kill_before_any_rename_of_save_leaves_the_old_or_the_new_step(kill_at
     monkeypatch.undo()
     assert renames == ["checkpoint.npz", "config.json", "metrics.csv"][:kill_at]
     loaded = checkpoint.load(tmp_path)                      # loads, as the old step or the new one
-    assert loaded["step"] == (2 if kill_at == 0 else 4)
+    assert loaded.step == (2 if kill_at == 0 else 4)
     if kill_at:                                             # the new step, whole
-        np.testing.assert_array_equal(loaded["params"]["lm_head"], run["params"]["lm_head"])
+        np.testing.assert_array_equal(loaded.params["lm_head"], run.params["lm_head"])
     if kill_at == 1:                                        # config.json is still a step behind: ignored
         assert json.loads((tmp_path / "config.json").read_text())["step"] == 2
     resumed = checkpoint.load(tmp_path)                     # and the run goes on from there
     train.train(resumed, dataset, out_dir=tmp_path, log=lambda line: None)
-    assert checkpoint.load(tmp_path)["step"] == 6
+    assert checkpoint.load(tmp_path).step == 6
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
@@ -92,10 +92,10 @@ def test_a_kill_while_writing_the_checkpoint_leaves_the_old_one_and_its_temporar
     monkeypatch.undo()
     left = [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
     assert left and left[0].startswith(".checkpoint.npz.")
-    assert checkpoint.load(tmp_path)["step"] == 2
+    assert checkpoint.load(tmp_path).step == 2
     resumed = checkpoint.load(tmp_path)
     train.train(resumed, dataset, out_dir=tmp_path, stop_after=4, log=lambda line: None)
-    assert checkpoint.load(tmp_path)["step"] == 4
+    assert checkpoint.load(tmp_path).step == 4
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]   # the next save cleaned it
 
 
@@ -134,7 +134,7 @@ def test_real_kills_at_random_moments_always_leave_a_loadable_folder(tmp_path):
         time.sleep(rng.uniform(0.0, 0.3))
         p.kill()
         p.communicate()
-        steps.append(checkpoint.load(out)["step"])          # always loads
+        steps.append(checkpoint.load(out).step)          # always loads
     assert steps == sorted(steps) and steps[-1] > steps[1] > 0
 
 
@@ -146,7 +146,7 @@ def test_ctrl_c_in_a_real_run_is_one_line_and_exit_130(tmp_path):
     stdout, stderr = p.communicate(timeout=60)
     assert p.returncode == 130
     assert "Traceback" not in stdout + stderr and len(stderr.strip().splitlines()) == 1
-    step = checkpoint.load(out)["step"]
+    step = checkpoint.load(out).step
     assert f"the last checkpoint (step {step}) is in {out}" in stderr
     assert stderr.strip().endswith(f"continue with: python -m minimolkv train --resume {out}")
 
@@ -163,7 +163,7 @@ def test_a_diverging_run_never_checkpoints_nan_and_warns_nothing(tmp_path):
             train.train(run, dataset, out_dir=tmp_path, log=lambda line: None)
     saved = checkpoint.load(tmp_path)                       # finite, or load would refuse it
     json.loads((tmp_path / "config.json").read_text(), parse_constant=lambda c: pytest.fail(c))
-    assert all(np.isfinite(r["val_loss"]) for r in saved["metrics"] if r["val_loss"] is not None)
+    assert all(np.isfinite(r["val_loss"]) for r in saved.metrics if r["val_loss"] is not None)
 
 
 def test_the_divergence_message_names_the_checkpoint_that_exists(tmp_path):
@@ -172,7 +172,7 @@ def test_the_divergence_message_names_the_checkpoint_that_exists(tmp_path):
         train.train(tiny_run(lr=1e300)[0], dataset, out_dir=tmp_path / "fresh", log=lambda line: None)
     train.train(run, dataset, out_dir=tmp_path / "a", stop_after=4, log=lambda line: None)
     resumed = checkpoint.load(tmp_path / "a")               # resumed into another folder ...
-    resumed["params"]["lm_head"][:] = np.inf
+    resumed.params["lm_head"][:] = np.inf
     with pytest.raises(train.TrainingDiverged, match=f"checkpoint \\(step 4\\) is in '{tmp_path / 'a'}'"):
         train.train(resumed, dataset, out_dir=tmp_path / "b", log=lambda line: None)
     assert not (tmp_path / "b" / "checkpoint.npz").exists()   # ... names the one that exists
@@ -193,7 +193,7 @@ def test_one_file_holds_everything_and_files_get_the_usual_mode(tmp_path):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
     (tmp_path / "config.json").unlink()                     # a copy for people: not needed to load
     (tmp_path / "metrics.csv").unlink()
-    assert checkpoint.load(tmp_path)["step"] == 2
+    assert checkpoint.load(tmp_path).step == 2
 
 
 def test_format_1_checkpoints_still_load_and_a_mismatched_pair_is_refused(tmp_path):
@@ -207,7 +207,7 @@ def test_format_1_checkpoints_still_load_and_a_mismatched_pair_is_refused(tmp_pa
     np.savez(tmp_path / "checkpoint.npz", **arrays)         # the old layout: the metadata only in JSON
     (tmp_path / "config.json").write_text(json.dumps(meta))
     back = checkpoint.load(tmp_path)
-    assert back["step"] == 2 and back["config"] == run["config"]
+    assert back.step == 2 and back.config == run.config
     meta["step"] = 1
     (tmp_path / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="do not belong together"):
@@ -268,14 +268,14 @@ def test_tables_leave_alone_what_they_did_not_make(tmp_path):
     old.mkdir()
     os.utime(old, (time.time() - 2 * lut.STALE_SECONDS,) * 2)
 
-    luts = lut.tables(tmp_path, run["params"], run["config"])
+    luts = lut.tables(tmp_path, run.params, run.config)
     first = [p.name for p in tmp_path.iterdir() if lut.TABLES_DIR.fullmatch(p.name) and p != lookalike]
-    assert len(first) == 1 and set(luts) == set(model.lut_shapes(run["config"]))
+    assert len(first) == 1 and set(luts) == set(model.lut_shapes(run.config))
     assert mine.is_dir() and lookalike.is_dir() and os.path.islink(tmp_path / "luts-stale")
     assert (tmp_path / "luts-file").is_file() and young.is_dir() and not old.exists()
 
     train.train(run, dataset, log=lambda line: None)        # new parameters: new tables, the old ones go
-    lut.tables(tmp_path, run["params"], run["config"])
+    lut.tables(tmp_path, run.params, run.config)
     second = [p.name for p in tmp_path.iterdir() if lut.TABLES_DIR.fullmatch(p.name) and p != lookalike]
     assert len(second) == 1 and second != first
     assert mine.is_dir() and lookalike.is_dir() and (tmp_path / "luts-file").is_file()
@@ -290,7 +290,7 @@ def test_tables_of_a_read_only_folder_are_built_in_memory(tmp_path, monkeypatch,
 
     monkeypatch.setattr(lut.tempfile, "mkdtemp", read_only)
     notes = []
-    luts = lut.tables(tmp_path, run["params"], run["config"], log=notes.append)
+    luts = lut.tables(tmp_path, run.params, run.config, log=notes.append)
     assert luts and not any(t.on_disk for t in luts.values())
     assert "cannot save lookup tables" in notes[0] and "Permission denied" in notes[0]
     assert main(["sample", "--checkpoint", str(tmp_path), "--tokens", "3"]) == 0

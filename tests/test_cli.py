@@ -16,7 +16,7 @@ def test_gradcheck_command_prints_a_passing_table(capsys):
 def test_every_check_of_the_report_passes(capsys):
     """The instructor's report: every CHECKS entry (layers, variants, the control, the
     whole model of every kind), exactly what `python -m minimolkv gradcheck` prints."""
-    from minimolkv.checks import CHECKS
+    from minimolkv.gradcheck_layers import CHECKS
     assert main(["gradcheck"]) == 0
     out = capsys.readouterr().out
     for name in CHECKS:
@@ -84,5 +84,5 @@ def test_d_ff_zero_means_no_dense_ffn(tmp_path, capsys):
     assert main(args) == 0
     assert "d_ff=0" in capsys.readouterr().out
     from minimolkv import checkpoint
-    names = checkpoint.load(tmp_path)["params"]
+    names = checkpoint.load(tmp_path).params
     assert not any(".ffn." in k for k in names) and any(".mole." in k for k in names)   # no dense FFN built

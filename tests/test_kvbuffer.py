@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from minimolkv import kvbuffer, molkv
-from minimolkv.checks import molkv_params
+from minimolkv.gradcheck_layers import molkv_params
 
 
 @pytest.mark.parametrize("keep", [None, 1, 3, 20])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from minimolkv import mole
-from minimolkv.checks import mole_params
+from minimolkv.gradcheck_layers import mole_params
 from minimolkv.files import format_bytes
 from minimolkv.lut import LookupTable, lut_footprint, open_lut, save_lut
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from minimolkv import model
-from minimolkv.checks import check_model, model_setup
+from minimolkv.gradcheck_layers import check_model, model_setup
 from minimolkv.generate import generate
 from minimolkv.gradcheck import MODEL_TOL, rel_error
 from minimolkv.params import count_params

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from minimolkv import moe, ops
-from minimolkv.checks import check_moe
+from minimolkv.gradcheck_layers import check_moe
 from minimolkv.gradcheck import LAYER_TOL, check_block
 
 

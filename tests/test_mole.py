@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from minimolkv import mole
-from minimolkv.checks import check_mole, mole_params
+from minimolkv.gradcheck_layers import check_mole, mole_params
 from minimolkv.gradcheck import LAYER_TOL, rel_error
 from minimolkv.ops import gelu_forward
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minimolkv import lut, mole, molkv
-from minimolkv.checks import check_molkv, mole_params, molkv_params
+from minimolkv.gradcheck_layers import check_molkv, mole_params, molkv_params
 from minimolkv.gradcheck import LAYER_TOL, rel_error
 from minimolkv.ops import gelu_forward
 

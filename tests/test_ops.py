@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from minimolkv import ops
-from minimolkv.checks import check_ops
+from minimolkv.gradcheck_layers import check_ops
 from minimolkv.gradcheck import LAYER_TOL
 
 

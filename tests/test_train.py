@@ -25,9 +25,9 @@ def tiny_run(kind, steps=40, **settings):
 @pytest.mark.parametrize("kind", ("dense", "moe", "mole", "molkv"))
 def test_loss_falls_on_the_synthetic_corpus(kind):
     run, dataset = tiny_run(kind)
-    before = train.evaluate(run["params"], run["config"], dataset.val, run["settings"])
+    before = train.evaluate(run.params, run.config, dataset.val, run.settings)
     train.train(run, dataset, log=lambda line: None)
-    after = run["metrics"][-1]["val_loss"]
+    after = run.metrics[-1]["val_loss"]
     assert before > 3.9                                    # about ln 64 = 4.16 at the start
     assert after < before - 1.0, f"{kind}: {before:.3f} -> {after:.3f}"
 
@@ -36,16 +36,16 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
     run, dataset = tiny_run("molkv", steps=3)
     train.train(run, dataset, out_dir=tmp_path, log=lambda line: None)
     back = checkpoint.load(tmp_path)
-    assert back["step"] == 3 and back["config"] == run["config"]
-    assert back["settings"] == run["settings"] and back["data"] == run["data"]
-    for k, v in run["params"].items():
-        assert back["params"][k].dtype == v.dtype
-        np.testing.assert_array_equal(back["params"][k], v)
-    for k in run["opt"]["m"]:
-        np.testing.assert_array_equal(back["opt"]["m"][k], run["opt"]["m"][k])
-        np.testing.assert_array_equal(back["opt"]["v"][k], run["opt"]["v"][k])
-    assert back["opt"]["t"] == 3
-    assert back["rng"].bit_generator.state == run["rng"].bit_generator.state
+    assert back.step == 3 and back.config == run.config
+    assert back.settings == run.settings and back.data == run.data
+    for k, v in run.params.items():
+        assert back.params[k].dtype == v.dtype
+        np.testing.assert_array_equal(back.params[k], v)
+    for k in run.opt["m"]:
+        np.testing.assert_array_equal(back.opt["m"][k], run.opt["m"][k])
+        np.testing.assert_array_equal(back.opt["v"][k], run.opt["v"][k])
+    assert back.opt["t"] == 3
+    assert back.rng.bit_generator.state == run.rng.bit_generator.state
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "config.json", "metrics.csv"]
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert lines[0].startswith("step,lr,train_loss,val_loss") and len(lines) == 4
@@ -57,13 +57,13 @@ def test_resume_after_k_steps_equals_the_uninterrupted_run_bit_for_bit(tmp_path)
 
     part, _ = tiny_run("molkv", steps=12)
     train.train(part, dataset, out_dir=tmp_path, stop_after=7, log=lambda line: None)
-    assert part["step"] == 7
+    assert part.step == 7
     resumed = checkpoint.load(tmp_path)
     train.train(resumed, dataset, out_dir=tmp_path, log=lambda line: None)
-    assert resumed["step"] == 12
-    for k in whole["params"]:
-        np.testing.assert_array_equal(resumed["params"][k], whole["params"][k], err_msg=k)
-    train_losses = lambda run: [r["train_loss"] for r in run["metrics"]]
+    assert resumed.step == 12
+    for k in whole.params:
+        np.testing.assert_array_equal(resumed.params[k], whole.params[k], err_msg=k)
+    train_losses = lambda run: [r["train_loss"] for r in run.metrics]
     assert train_losses(resumed) == train_losses(whole)
 
 
@@ -87,7 +87,7 @@ def test_object_arrays_and_truncated_checkpoints_are_refused(tmp_path):
     meta = json.loads((tmp_path / "config.json").read_text())
     meta["step"] = 99                                      # a copy at another step (a kill between writes):
     (tmp_path / "config.json").write_text(json.dumps(meta))
-    assert checkpoint.load(tmp_path)["step"] == 2          # ignored, checkpoint.npz alone is the checkpoint
+    assert checkpoint.load(tmp_path).step == 2          # ignored, checkpoint.npz alone is the checkpoint
     meta["step"] = 2
     meta["model"]["n_heads"] = 4                           # an edit no shape reveals: refused
     (tmp_path / "config.json").write_text(json.dumps(meta))
@@ -101,10 +101,10 @@ def test_object_arrays_and_truncated_checkpoints_are_refused(tmp_path):
 def test_a_non_finite_loss_stops_with_a_clear_message(tmp_path):
     run, dataset = tiny_run("dense", steps=20)
     train.train(run, dataset, out_dir=tmp_path, stop_after=10, log=lambda line: None)
-    run["params"]["lm_head"][:] = np.inf                   # sabotage after the good checkpoint
+    run.params["lm_head"][:] = np.inf                   # sabotage after the good checkpoint
     with pytest.raises(train.TrainingDiverged, match="last good checkpoint"), np.errstate(invalid="ignore"):
         train.train(run, dataset, out_dir=tmp_path, log=lambda line: None)
-    assert checkpoint.load(tmp_path)["step"] == 10   # the good one is still there
+    assert checkpoint.load(tmp_path).step == 10   # the good one is still there
 
 
 def test_train_without_options_trains_recency_and_variant_joint_keeps_the_literal_reading(tmp_path,
@@ -115,11 +115,11 @@ def test_train_without_options_trains_recency_and_variant_joint_keeps_the_litera
             "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--d-ff", "32", "--d-expert", "16", "--d-key", "4"]
     assert main(["train", *tiny]) == 0
     run = checkpoint.load(tmp_path / "runs" / "molkv-recency-synthetic")
-    assert (run["config"].kind, run["config"].variant) == ("molkv", "recency")
-    assert "layers.0.molkv.recency" in run["params"]
+    assert (run.config.kind, run.config.variant) == ("molkv", "recency")
+    assert "layers.0.molkv.recency" in run.params
     assert main(["train", *tiny, "--variant", "joint"]) == 0
     run = checkpoint.load(tmp_path / "runs" / "molkv-joint-synthetic")
-    assert run["config"].variant == "joint" and "layers.0.molkv.recency" not in run["params"]
+    assert run.config.variant == "joint" and "layers.0.molkv.recency" not in run.params
 
 
 def test_train_and_sample_commands_end_to_end(tmp_path, capsys):
@@ -132,7 +132,7 @@ def test_train_and_sample_commands_end_to_end(tmp_path, capsys):
     assert "step     4/4" in text and "Final validation loss" in text and "Sample" in text
     assert (out / "loss.png").stat().st_size > 1000
     assert main(["train", "--resume", str(out), "--steps", "6"]) == 0
-    assert checkpoint.load(out)["step"] == 6
+    assert checkpoint.load(out).step == 6
     assert main(["sample", "--checkpoint", str(out), "--tokens", "5", "--temperature", "0"]) == 0
     text = capsys.readouterr().out
     assert "lookup tables" in text and "per token" in text

@@ -34,12 +34,12 @@ def moe_bytes_per_token(n_layers, top_k, d_model, d_expert, itemsize):
 def mole_backward(dy, cache):
     """dy (B,T,D) -> dh (B,T,D), de (B,T,D), grads {norm, router, up, down}.
 
-    cache = mole.MoleCache(params, router, s, hidden, a, u); hidden =
-    experts.HiddenCache(e_hat, norm, gelu, up). The einsums are what experts.py
+    cache = mole.MoleCache(params, router_cache, s, hidden, a, u); hidden =
+    ops.ExpertHiddenCache(e_hat, norm_cache, gelu, up). The einsums are what ops.py
     computes as batched matmuls.
     """
     params, c_router, s, hidden, a, u = cache                           # a mole.MoleCache
-    e_hat, c_norm, c_gelu, up = hidden                                  # an experts.HiddenCache
+    e_hat, c_norm, c_gelu, up = hidden                                  # an ops.ExpertHiddenCache
     # y = sum_n s[n] * u[n]
     ds = np.einsum("btd,btnd->btn", dy, u)                              # (B,T,N)
     du = s[..., None] * dy[:, :, None, :]                               # (B,T,N,D)

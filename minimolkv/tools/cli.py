@@ -31,7 +31,7 @@ from minimolkv.tools.options import Parser, add_config_args, add_kinds_arg, add_
 # ----------------------------------------------------------------------------
 
 def cmd_gradcheck(args):
-    from minimolkv.checks import CHECKS
+    from minimolkv.gradcheck_layers import CHECKS
     from minimolkv.gradcheck import format_table
 
     names = list(CHECKS) if not args.only else args.only
@@ -127,6 +127,22 @@ def cmd_bench(args):
 
 
 # ----------------------------------------------------------------------------
+# vectors
+# ----------------------------------------------------------------------------
+
+def cmd_vectors(args):
+    from minimolkv.files import writable_folder
+    from minimolkv.tools import vectors
+    try:
+        writable_folder(args.out, "--out")
+    except ValueError as err:
+        fail(args, str(err))
+    names = vectors.write(args.out)
+    print(f"{len(names)} cases (float64 .npz) and README.md written to {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------
 
 def build_parser():
     parser = Parser(prog="python -m minimolkv",
@@ -202,6 +218,14 @@ def build_parser():
     add_kinds_arg(p, "measure")
     p.add_argument("--quick", action="store_true", help="a tiny model and few repeats (seconds; for tests)")
     p.set_defaults(func=cmd_bench, parser=p)
+
+    p = sub.add_parser("vectors", help="write reference vectors (float64 .npz) for porting the blocks",
+                       description="Write, for every block, MoLKV variant and one small model of each "
+                                   "kind, the inputs, parameters, outputs, gradients under a fixed "
+                                   "upstream gradient, lookup tables and decoding steps, in float64 "
+                                   ".npz files with a README of names, shapes and formulas.")
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write into")
+    p.set_defaults(func=cmd_vectors, parser=p)
     return parser
 
 

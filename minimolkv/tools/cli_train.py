@@ -122,15 +122,15 @@ def cmd_train(args):
         except (FileNotFoundError, ValueError) as err:
             fail(args, str(err))
         if args.steps is not None:
-            if args.steps < run["step"]:
-                fail(args, f"--steps {args.steps} is behind the checkpoint (step {run['step']}); "
-                           f"give --steps >= {run['step']}")
-            run["settings"] = dataclasses.replace(run["settings"], steps=args.steps)
+            if args.steps < run.step:
+                fail(args, f"--steps {args.steps} is behind the checkpoint (step {run.step}); "
+                           f"give --steps >= {run.step}")
+            run.settings = dataclasses.replace(run.settings, steps=args.steps)
         out = args.out or args.resume
-        check_memory(args, run["config"], run["settings"].batch_size, run["settings"].dtype)
+        check_memory(args, run.config, run.settings.batch_size, run.settings.dtype)
         check_out(args, out, resume=args.resume)
-        print(f"Resuming {args.resume} at step {run['step']} -> {run['settings'].steps}")
-        dataset = load_data(args, run["data"], run["config"].context_len)
+        print(f"Resuming {args.resume} at step {run.step} -> {run.settings.steps}")
+        dataset = load_data(args, run.data, run.config.context_len)
         try:
             checkpoint.check_same_tokenizer(run, dataset)
         except ValueError as err:
@@ -149,9 +149,9 @@ def cmd_train(args):
     if args.overwrite and not (args.resume and os.path.abspath(out) == os.path.abspath(args.resume)):
         clear_old_run(out)                                       # every check passed: now replace it
     print(dataset.description)
-    print(format_counts(run["config"]))
-    print(f"Training {run['settings'].steps} steps of {run['settings'].batch_size} x "
-          f"{run['config'].context_len} tokens; checkpoints in {out}/", flush=True)
+    print(format_counts(run.config))
+    print(f"Training {run.settings.steps} steps of {run.settings.batch_size} x "
+          f"{run.config.context_len} tokens; checkpoints in {out}/", flush=True)
     progress = Progress(sys.stdout)                              # one moving line in a terminal
     try:
         train.train(run, dataset, out_dir=out, log=progress.keep, status=progress.update)
@@ -164,16 +164,16 @@ def cmd_train(args):
         print(interrupted(run, out), file=sys.stderr)
         return 130
     plot = os.path.join(out, "loss.png")
-    plots.loss_curves({run["config"].kind: run["metrics"]}, path=plot,
-                      title=f"{run['config'].kind} on {run['data'].name}")
-    final = run["metrics"][-1]
+    plots.loss_curves({run.config.kind: run.metrics}, path=plot,
+                      title=f"{run.config.kind} on {run.data.name}")
+    final = run.metrics[-1]
     seen = train.epochs(run, dataset)
     seen = "fresh batches from the stream" if seen is None else f"{seen:.2f} epochs of the training text"
     whole = final.get("full_val_loss")
     whole = "" if whole is None else f", {whole:.3f} on the whole validation split"
-    print(f"\nFinal validation loss {final['val_loss']:.3f}{whole}, after {run['step']} steps "
+    print(f"\nFinal validation loss {final['val_loss']:.3f}{whole}, after {run.step} steps "
           f"({seen}; {final['elapsed_s']:.0f} s this session).")
-    text, _ = sample_text(run, run["prompt"], 60, 0.8, out, log=lambda note: print(note, file=sys.stderr))
+    text, _ = sample_text(run, run.prompt, 60, 0.8, out, log=lambda note: print(note, file=sys.stderr))
     print(f"\nSample (temperature 0.8):\n{text}\n")
     print(f"Checkpoint: {out}/checkpoint.npz    Loss curve: {plot}")
     print(f"More samples: python -m minimolkv sample --checkpoint {out}")
@@ -184,20 +184,20 @@ def interrupted(run, out):
     """The line Ctrl-C prints: where training stopped and how to go on. The folder is
     read too: Ctrl-C may have come just after a save committed, before the run noted it."""
     from minimolkv import checkpoint
-    last, steps = run.get("last_checkpoint"), run["settings"].steps
+    last, steps = run.last_checkpoint, run.settings.steps
     on_disk = checkpoint.holds_run(out)
     if isinstance(on_disk, int) and (last is None or (os.path.abspath(last["folder"]), last["step"])
                                      != (os.path.abspath(out), on_disk)):
         last = {"folder": out, "step": on_disk, "steps": steps}        # this run's save, just committed
     if last is None:
-        return (f"interrupted at step {run['step']}, before the first checkpoint (due at step "
-                f"{min(run['settings'].eval_every, steps)}); nothing was saved")
+        return (f"interrupted at step {run.step}, before the first checkpoint (due at step "
+                f"{min(run.settings.eval_every, steps)}); nothing was saved")
     again = f"{PROG} train --resume {last['folder']}"
     if last["steps"] != steps:                                          # resumed with a new --steps
         again += f" --steps {steps}"
     if os.path.abspath(last["folder"]) != os.path.abspath(out):
         again += f" --out {out}"
-    return (f"interrupted at step {run['step']}; the last checkpoint (step {last['step']}) is in "
+    return (f"interrupted at step {run.step}; the last checkpoint (step {last['step']}) is in "
             f"{last['folder']}; continue with: {again}")
 
 
@@ -210,7 +210,7 @@ def sample_text(run, prompt, n_tokens, temperature, folder, seed=0, top_k=None, 
     from minimolkv.generate import generate
     from minimolkv.tokenizer import text_pieces
 
-    params, config, tok = run["params"], run["config"], run["tokenizer"]
+    params, config, tok = run.params, run.config, run.tokenizer
     luts = lut.tables(folder, params, config, log=log)              # {} for dense and moe
     prompt_ids = np.asarray(tok.encode(prompt), dtype=np.int64)             # generate slides past the context
     on_token = None
@@ -236,11 +236,11 @@ def cmd_sample(args):
         run = checkpoint.load(args.checkpoint)
     except (FileNotFoundError, ValueError) as err:
         fail(args, str(err))
-    prompt = run["prompt"] if args.prompt is None else args.prompt
+    prompt = run.prompt if args.prompt is None else args.prompt
     if not prompt.strip():
         fail(args, "--prompt is empty; give some text to continue (or leave --prompt out)")
     try:
-        run["tokenizer"].encode(prompt)
+        run.tokenizer.encode(prompt)
     except (ValueError, TypeError) as err:
         fail(args, f"--prompt cannot be encoded by this checkpoint's tokenizer: {err}")
     show = lambda text: print(text, end="", flush=True)                      # noqa: E731  tokens as they come

@@ -100,15 +100,15 @@ def compare(spec, base, settings, seeds, log=print, entries=ENTRIES, save_params
                 train.train(run, dataset, log=lambda line: log("   " + line), log_every=10 ** 9)
             except train.TrainingDiverged as err:
                 raise train.TrainingDiverged(f"{entry}, seed {seed}: {err}") from None
-            final = run["metrics"][-1]
-            curves[entry].append([(r["step"], r["val_loss"]) for r in run["metrics"] if r["val_loss"] is not None])
+            final = run.metrics[-1]
+            curves[entry].append([(r["step"], r["val_loss"]) for r in run.metrics if r["val_loss"] is not None])
             runs.append({"entry": entry, "seed": seed, "final_val_loss": final["full_val_loss"],
                          "final_train_loss": final["train_loss"], "epochs": train.epochs(run, dataset),
                          "tokens_per_s": final["tokens_per_s"], "seconds": time.perf_counter() - start})
             log(f"   whole validation split: {final['full_val_loss']:.4f}")
             if save_params is not None:
                 os.makedirs(save_params, exist_ok=True)
-                np.savez(os.path.join(save_params, f"{entry}-seed{seed}.npz"), **run["params"])
+                np.savez(os.path.join(save_params, f"{entry}-seed{seed}.npz"), **run.params)
     return runs, summarise(runs, base, settings, entries), curves, references
 
 

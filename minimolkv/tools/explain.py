@@ -45,7 +45,7 @@ def attention_profile(params, config, windows):
     own, by_distance, gates = [], [], []
     T = windows.shape[1] - 1
     for l, layer in enumerate(cache.layers):
-        P = layer.blocks["molkv"].attend.P.sum(axis=-1)                  # (B,T,T) over the N experts
+        P = layer.experts.attend.P.sum(axis=-1)                  # (B,T,T) over the N experts
         own.append(np.einsum("btt->t", P) / len(P))                       # (T,) sum_n P[t,t,n], batch mean
         by_distance.append([np.mean(np.diagonal(P, offset=-d, axis1=1, axis2=2)) for d in range(T)])
         gate = params.get(f"layers.{l}.molkv.gate")
@@ -98,7 +98,7 @@ def summary(folders, out):
                                                                  verdict(c_mean, c_half))
             lines.append(f"| {name} | {entry} | {mean:+.4f} ± {half:.4f} | {verdict(mean, half)} | "
                          f"{against_control[0]} | {against_control[1]} |")
-    plots.paired_differences(panels, path=out, title="E1: paired per-seed differences of the final validation "
+    plots.paired_differences(panels, verdict, path=out, title="E1: paired per-seed differences of the final validation "
                              "loss, mean ± 95% interval (below 0: better)")
     table = os.path.splitext(out)[0] + ".md"
     with open(table, "w") as f:

@@ -390,11 +390,11 @@ def molkv_attention_profiles(found, path=None, title="MoLKV attention"):
     return _finish(fig, path)
 
 
-def paired_differences(panels, path=None, title="", xlabel="paired difference (nats)", columns=2):
+def paired_differences(panels, verdict, path=None, title="", xlabel="paired difference (nats)", columns=2):
     """panels: {panel title: {label: (mean, half-width of a 95 % interval)}}, one panel each,
-    points with error bars against a dashed line at 0: green where the whole interval is
-    below 0, red where it is above, grey where it crosses 0."""
-    from minimolkv.tools.compare import verdict                     # the rule of docs/experiments.md
+    points with error bars against a dashed line at 0: green where verdict(mean, half) says
+    "beats" (compare.verdict, the rule of docs/experiments.md: the whole interval below 0),
+    red where "loses", grey where "ties"."""
     rows = -(-len(panels) // columns)
     n = max(len(v) for v in panels.values())
     fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, (0.42 * n + 1.3) * rows), squeeze=False)

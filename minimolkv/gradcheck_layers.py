@@ -1,4 +1,4 @@
-"""The gradient checks of every layer: float64 set-ups with non-trivial values.
+"""The gradient check of every layer (gradcheck.py has the method): float64 set-ups with non-trivial values.
 
 Each `check_<layer>(seed)` builds small random inputs and parameters (no
 zeros, norm gains != 1), runs the layer's backward against centred
@@ -129,7 +129,7 @@ def model_setup(kind, seed=0, **sizes):
 
 def moe_selections(cache):
     """The (B,T,N) top-k masks of every MoE layer in a model cache."""
-    return [layer.blocks["moe"].keep for layer in cache.layers]
+    return [layer.experts.keep for layer in cache.layers]
 
 
 def check_model(kind, seed=0, max_entries=6, **sizes):
@@ -142,7 +142,7 @@ def check_model(kind, seed=0, max_entries=6, **sizes):
     for attempt in range(100):
         config, params, ids, targets = model_setup(kind, seed + 1000 * attempt, **sizes)
         loss, _, cache = model.forward(params, config, ids, targets)
-        if kind != "moe" or min(moe.selection_margin(layer.blocks["moe"].p, config.top_k)
+        if kind != "moe" or min(moe.selection_margin(layer.experts.p, config.top_k)
                                 for layer in cache.layers) >= 1e-3:
             break
     else:
