@@ -5,14 +5,25 @@
     writable_folder(path, name) can we write into `path`? (checked before any work)
     fingerprint(arrays)         12 hex digits naming a dict of arrays (names, shapes, values)
     format_bytes(n)             1536 -> '1.5 KiB'
+    read_npy_header(f, where)   an .npy header, trusting nothing in it
+    folder_lock(folder, name)   one writer per folder (a lock a kill never leaves stale)
 """
 
+import contextlib
 import glob
 import hashlib
 import os
+import socket
 import tempfile
+import time
+import tokenize
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:                                     # Windows: folder_lock takes no lock
+    fcntl = None
 
 
 def _umask():
@@ -93,17 +104,66 @@ def format_bytes(n):
         n /= 1024
 
 
+def names(items, most=3):
+    """A bounded list for a one-line message: 'a', 'b', 'c' and 7 more."""
+    shown = ", ".join(repr(os.fspath(i)) for i in list(items)[:most])
+    return shown + (f" and {len(items) - most:,} more" if len(items) > most else "")
+
+
 def read_npy_header(f, where):
     """The header of the .npy file open at `f` -> (shape, fortran_order, dtype), f left at the data.
     Refuses what no file of ours holds: a format version numpy does not write, object arrays
     (they would need unpickling) and non-numeric dtypes. `where` names the file in errors."""
-    version = np.lib.format.read_magic(f)                # ValueError when it is no .npy at all
-    if version not in ((1, 0), (2, 0)):
-        raise ValueError(f"{where} is an .npy file of version {version}; expected 1.0 or 2.0")
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read_header(f)               # numpy caps the header at 10,000 bytes
+    try:
+        version = np.lib.format.read_magic(f)            # ValueError when it is no .npy at all
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"{where} is an .npy file of version {version}; expected 1.0 or 2.0")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+            else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)           # numpy caps the header at 10,000 bytes
+    except (SyntaxError, tokenize.TokenError, UnicodeDecodeError, EOFError) as err:   # a damaged header
+        raise ValueError(f"{where} has a damaged .npy header ({type(err).__name__})") from None
     if dtype.hasobject:
         raise ValueError(f"{where} holds an object array; these files hold numbers only and are never unpickled")
     if dtype.kind not in "biuf":
         raise ValueError(f"{where} has dtype {dtype}; these files hold numbers only")
     return shape, fortran, dtype
+
+
+# ----------------------------------------------------------------------------
+# one writer per folder
+# ----------------------------------------------------------------------------
+
+LOCK = ".minimolkv.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder, name):
+    """Hold folder/.minimolkv.lock for the `with` block: a second process asking for the
+    same folder gets a ValueError naming `name` (the option) and the process that holds it.
+
+    The lock is an flock(2) on the file, not the file's existence: the operating system
+    drops it when its process ends, however it ends, so a lock left by a killed run is
+    never stale -- the next run simply takes it (and writes its own pid in the file).
+    Where flock does not exist (Windows) there is no lock."""
+    path = os.path.join(os.fspath(folder), LOCK)
+    try:
+        f = open(path, "a+")
+    except OSError as err:
+        raise ValueError(f"{name} {os.fspath(folder)!r} cannot be written ({err.strerror or err}); "
+                         "give a folder you can write to") from None
+    with f:
+        if fcntl is not None:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:                                 # held by a live process
+                f.seek(0)
+                owner = f.read(200).strip() or "another process"
+                raise ValueError(f"{name} {os.fspath(folder)!r} is in use by {owner}; wait for it to end "
+                                 f"(or stop it), or choose another {name}") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"minimolkv process {os.getpid()} on {socket.gethostname()}, since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
+        f.flush()
+        yield

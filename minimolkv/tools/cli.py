@@ -9,6 +9,7 @@ stderr naming the option and what is allowed, checked before any work where it
 can be (sizes against the machine's RAM, --out, the data); 130 Ctrl-C.
 """
 
+import contextlib
 import os
 import sys
 import time
@@ -69,7 +70,7 @@ def cmd_compare(args):
     import dataclasses
 
     from minimolkv import train
-    from minimolkv.files import writable_folder
+    from minimolkv.files import folder_lock, names, writable_folder
     from minimolkv.tools import compare
 
     base = config_from_args(args, args.parser)
@@ -84,8 +85,16 @@ def cmd_compare(args):
         if folder is not None:
             try:
                 writable_folder(folder, option)
+                args.cleanup.enter_context(folder_lock(folder, option))   # one writer per folder
             except ValueError as err:
                 fail(args, str(err))
+    theirs = [os.path.join(args.out, name) for name in compare.FILES] + [
+        os.path.join(args.save_params, f"{entry}-seed{k}.npz") for entry in args.entries for k in range(args.seeds)
+        if args.save_params is not None]
+    theirs = [path for path in theirs if os.path.lexists(path)]
+    if theirs and not args.overwrite:                            # nothing the user has is replaced unasked
+        fail(args, f"{names(theirs)} would be overwritten; choose another --out (or --save-params), "
+                   "or add --overwrite to replace them")
     spec = data_spec(args)
     seeds = list(range(args.seeds))
     print(f"Comparing {', '.join(args.entries)} on {args.data}: {settings.steps} steps, seeds {seeds}",
@@ -190,6 +199,8 @@ def build_parser():
     p.add_argument("--out", default="runs/compare", metavar="DIR", help="where the tables and plot go")
     p.add_argument("--save-params", default=None, metavar="DIR",
                    help="also keep every run's final parameters here (<entry>-seed<k>.npz)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results (and saved parameters) already there (without it, compare refuses)")
     p.set_defaults(func=cmd_compare, parser=p)
 
     p = sub.add_parser("bench", help="speed of the train step, LUT inference and decoding, per kind",
@@ -223,11 +234,16 @@ def main(argv=None):
     args.given = {k for k, v in vars(args).items()                      # the options typed (0 too:
                   if v is not None and v is not False                   # `0 == False`, so no `not in`)
                   and k not in ("func", "parser", "argv", "command")}
+    for name in ("out", "resume", "checkpoint", "save_params"):            # an unset shell variable:
+        if isinstance(getattr(args, name, None), str) and not getattr(args, name).strip():   # never a default
+            args.parser.error(f"--{name.replace('_', '-')} is empty; give a folder (was a shell variable unset?)")
     for name, value in DEFAULTS.items():
         if getattr(args, name, "absent") is None:
             setattr(args, name, value)
+    args.cleanup = contextlib.ExitStack()            # what a command holds to its end (train: the folder lock)
     try:
-        return args.func(args)
+        with args.cleanup:
+            return args.func(args)
     except KeyboardInterrupt:                        # train prints its own line (where to resume)
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -237,6 +253,11 @@ def main(argv=None):
     except BrokenPipeError:                          # e.g. `sample ... | head`: the reader left
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit either
         return 0
+    except OSError as err:                           # the commands name most paths first; the rest:
+        path = f"{os.fspath(err.filename)!r}: " if err.filename else ""
+        print(f"{PROG} {args.command}: error: {path}{err.strerror or err}; check that path's permissions "
+              "and the free disk space", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

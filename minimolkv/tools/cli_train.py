@@ -25,35 +25,66 @@ def fail(args, message):
     args.parser.error(message)
 
 
+OURS = ("checkpoint.npz", "config.json", "metrics.csv", "loss.png")    # the files train writes in --out
+
+
 def check_out(args, out, resume=None):
-    """--out must be a folder we can write, and must not hold another run unless --overwrite
-    (two runs of different sizes would clobber each other). Checked before any work."""
+    """--out must be a folder we can write, not in use by another process (its lock is
+    taken here and held to the end), and must hold neither another run nor files of the
+    names train writes that no run wrote -- unless --overwrite. Checked before any work."""
     from minimolkv import checkpoint
-    from minimolkv.files import writable_folder
-    if resume is None or os.path.abspath(out) != os.path.abspath(resume):
-        step = checkpoint.holds_run(out) if os.path.isdir(out) else None
-        if step is not None and not args.overwrite:
-            fail(args, f"--out {out!r} already holds a run (step {step}); continue it with --resume {out}, "
-                       "choose another --out, or add --overwrite to replace it")
+    from minimolkv.files import folder_lock, writable_folder
     try:
         writable_folder(out, "--out")
+        args.cleanup.enter_context(folder_lock(out, "--out"))            # one writer per run folder
     except ValueError as err:
         fail(args, str(err))
+    if resume is not None and os.path.abspath(out) == os.path.abspath(resume) or args.overwrite:
+        return
+    step = checkpoint.holds_run(out)
+    if step is not None:
+        fail(args, f"--out {out!r} already holds a run (step {step}); continue it with --resume {out}, "
+                   "choose another --out, or add --overwrite to replace it")
+    theirs = [name for name in OURS if os.path.lexists(os.path.join(out, name))]
+    if theirs:
+        fail(args, f"--out {out!r} holds {', '.join(theirs)} but no run of train: these would be "
+                   "overwritten; choose another --out, or add --overwrite to replace them")
 
 
 def clear_old_run(folder):
-    """--overwrite: remove the files of the run in `folder` (only those train and sample
-    write), so the folder never mixes two runs."""
+    """--overwrite, once the new run's first checkpoint is committed: remove what is left
+    of the old run (its loss curve and lookup tables; config.json and metrics.csv are
+    rewritten next), so the folder never mixes two runs. Until then the old run is whole."""
     import shutil
 
-    from minimolkv import checkpoint, lut
-    for name in checkpoint.FILES + ("loss.png",):
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            os.remove(path)
+    from minimolkv import lut
+    if os.path.isfile(os.path.join(folder, "loss.png")):
+        os.remove(os.path.join(folder, "loss.png"))
     for entry in os.listdir(folder):
         if lut.is_tables_dir(os.path.join(folder, entry)):
             shutil.rmtree(os.path.join(folder, entry))
+
+
+def kept(run, out):
+    """What is on disk for the user when a run stops early: the last checkpoint, or the
+    old run --overwrite has not yet replaced, or nothing."""
+    last = run.get("last_checkpoint")
+    if last:
+        return f"the last checkpoint (step {last['step']}) in {last['folder']!r} is intact"
+    if "on_first_save" in run:
+        return f"the run already in {out!r} is unchanged"
+    return "nothing was saved"
+
+
+def save_failed(run, out, err):
+    """The one line for an OS error while saving: the path, the cause, what to do, what is intact."""
+    import errno
+    todo = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some of your disk quota",
+            errno.EFBIG: "raise the file-size limit (ulimit -f) or use smaller sizes",
+            errno.EACCES: "check the folder's permissions", errno.EPERM: "check the folder's permissions",
+            errno.EROFS: "give an --out on a writable disk"}.get(err.errno, "check the folder and the disk")
+    where = err.filename or out
+    return f"cannot write {os.fspath(where)!r} ({err.strerror or err}); {todo}; {kept(run, out)}"
 
 
 def check_memory(args, config, batch_size, dtype):
@@ -104,7 +135,7 @@ def cmd_train(args):
     from minimolkv.params import format_counts
     from minimolkv.tools import plots
 
-    if args.resume:
+    if args.resume is not None:
         extra = sorted(args.given - {"resume", "steps", "out", "overwrite"})
         if extra:
             fail(args, f"--resume continues the run as it was saved: drop --{extra[0].replace('_', '-')} "
@@ -139,7 +170,7 @@ def cmd_train(args):
         config = config_from_args(args, args.parser, vocab_size=dataset.tokenizer.vocab_size)
         run = train.new_run(config, settings, spec, dataset)
     if args.overwrite and not (args.resume and os.path.abspath(out) == os.path.abspath(args.resume)):
-        clear_old_run(out)                                       # every check passed: now replace it
+        run["on_first_save"] = lambda: clear_old_run(out)        # the old run stays whole until then
     print(dataset.description)
     print(format_counts(run["config"]))
     print(f"Training {run['settings'].steps} steps of {run['settings'].batch_size} x "
@@ -147,11 +178,15 @@ def cmd_train(args):
     try:
         train.train(run, dataset, out_dir=out, log=lambda line: print(line, flush=True))
     except train.TrainingDiverged as err:
-        print(f"{PROG} train: error: {err}", file=sys.stderr)
+        unchanged = f" The run already in {out!r} is unchanged." if "on_first_save" in run else ""
+        print(f"{PROG} train: error: {err}{unchanged}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(interrupted(run, out), file=sys.stderr)
         return 130
+    except OSError as err:                                       # a full disk, a file-size limit, ...
+        print(f"{PROG} train: error: {save_failed(run, out, err)}", file=sys.stderr)
+        return 2
     plot = os.path.join(out, "loss.png")
     plots.loss_curves({run["config"].kind: run["metrics"]}, path=plot,
                       title=f"{run['config'].kind} on {run['data'].name}")
@@ -174,13 +209,13 @@ def interrupted(run, out):
     read too: Ctrl-C may have come just after a save committed, before the run noted it."""
     from minimolkv import checkpoint
     last, steps = run.get("last_checkpoint"), run["settings"].steps
-    on_disk = checkpoint.holds_run(out)
+    on_disk = None if "on_first_save" in run else checkpoint.holds_run(out)   # (else: the old run's)
     if isinstance(on_disk, int) and (last is None or (os.path.abspath(last["folder"]), last["step"])
                                      != (os.path.abspath(out), on_disk)):
         last = {"folder": out, "step": on_disk, "steps": steps}        # this run's save, just committed
     if last is None:
         return (f"interrupted at step {run['step']}, before the first checkpoint (due at step "
-                f"{min(run['settings'].eval_every, steps)}); nothing was saved")
+                f"{min(run['settings'].eval_every, steps)}); {kept(run, out)}")
     again = f"{PROG} train --resume {last['folder']}"
     if last["steps"] != steps:                                          # resumed with a new --steps
         again += f" --steps {steps}"
