@@ -46,7 +46,7 @@ import numpy as np
 
 from minimolkv import model, validate_run
 from minimolkv.data import DataSpec
-from minimolkv.files import atomic_write, read_npy_header, remove_stale_temporaries
+from minimolkv.files import atomic_write, names, read_npy_header, remove_stale_temporaries
 from minimolkv.optim import state_from_arrays, state_to_arrays
 from minimolkv.tokenizer import tokenizer_from_dict
 
@@ -128,11 +128,11 @@ def load(folder):
     except PermissionError as err:
         raise ValueError(f"{os.fspath(folder)!r}: {os.path.basename(err.filename or npz_path)} cannot be read "
                          f"({err.strerror}); checkpoints must be readable") from None
-    except (zipfile.BadZipFile, EOFError, OSError) as err:
+    except (zipfile.BadZipFile, EOFError, OSError, RuntimeError, NotImplementedError) as err:  # (encrypted, ...)
         raise ValueError(f"{os.fspath(folder)!r}: checkpoint.npz is damaged or truncated "
-                         f"({type(err).__name__}: {err})") from None
+                         f"({type(err).__name__}: {str(err)[:200]}); restore a copy or train again") from None
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
-        raise ValueError(f"{os.fspath(folder)!r} holds a checkpoint that cannot be loaded: {err}") from None
+        raise ValueError(f"{os.fspath(folder)!r} holds a checkpoint that cannot be loaded: {str(err)[:400]}") from None
 
 
 def read_npz(path):
@@ -215,16 +215,16 @@ def check_copy(folder, meta):
                          "metadata; restore it or delete it (the next save writes it again)")
     if copy.get("step") != meta.get("step"):
         return
-    for key in sorted(set(meta) | set(copy)):
+    for key in list(META_KEYS) + sorted(set(meta) | set(copy) - set(META_KEYS)):   # the model first
         if copy.get(key) != meta.get(key):
             where = key
             if isinstance(meta.get(key), dict) and isinstance(copy.get(key), dict):
                 inner = sorted(k for k in set(meta[key]) | set(copy[key]) if meta[key].get(k) != copy[key].get(k))
-                where = f"{key}.{inner[0]}: {copy[key].get(inner[0])!r} in config.json, " \
-                        f"{meta[key].get(inner[0])!r} in checkpoint.npz"
-            raise ValueError(f"config.json was edited ({where}). It is a copy for reading; the "
-                             "checkpoint's own metadata is inside checkpoint.npz, and a run's config "
-                             "cannot be changed. Restore config.json or delete it (the next save "
+                where = f"{key}.{inner[0]}: {copy[key].get(inner[0])!r:.60} in config.json, " \
+                        f"{meta[key].get(inner[0])!r:.60} in checkpoint.npz"
+            raise ValueError(f"config.json does not match checkpoint.npz ({where}): it was edited, or "
+                             "one of the two comes from another run; checkpoint.npz holds the run and its "
+                             "config cannot be changed: restore config.json or delete it (the next save "
                              "writes it again)")
 
 
@@ -254,7 +254,7 @@ def run_from(meta, arrays, folder):
     opt = state_from_arrays(arrays)
     unexpected = sorted(k for k in arrays if not k.startswith(("params.", "adamw.")))
     if unexpected:
-        raise ValueError(f"checkpoint.npz holds unexpected arrays {unexpected}")
+        raise ValueError(f"checkpoint.npz holds unexpected arrays [{names(unexpected)}]")
     validate_run.optimizer_state(opt, params, step)
     for name, a in [("params." + k, a) for k, a in params.items()] \
             + [("adamw.m." + k, a) for k, a in opt["m"].items()] + [("adamw.v." + k, a) for k, a in opt["v"].items()]:
@@ -307,7 +307,7 @@ def check_meta(meta, Settings):
         unknown = sorted(set(meta[key]) - set(fields))
         missing = [f for f in fields if f not in meta[key]] if meta["format"] == FORMAT else []
         if unknown or missing:                           # (format 1: a field added since takes its default)
-            problem = f"unknown fields {unknown}" if unknown else f"no {missing}"
+            problem = f"unknown fields [{names(unknown)}]" if unknown else f"no [{names(missing)}]"
             raise ValueError(f"{key} has {problem}; it holds the fields of {cls.__name__}: {fields}")
 
 

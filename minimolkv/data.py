@@ -15,7 +15,6 @@ Notation: B batch, T context length (sequence length), V vocabulary size.
 import functools
 import hashlib
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +43,11 @@ def load_text(path):
         what = ("is a directory" if p.is_dir() else "does not exist" if not p.exists()
                 else "is not a regular file (a pipe or a device)")
         raise FileNotFoundError(f"path {str(path)!r} {what}; give a UTF-8 text file")
-    data = p.read_bytes()
+    try:
+        data = p.read_bytes()
+    except OSError as err:                                           # permissions, an I/O error
+        raise ValueError(f"path {str(path)!r} cannot be read ({err.strerror or err}); check its "
+                         "permissions (or copy the text to a file you can read)") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -182,8 +185,8 @@ def _encoded(train_text, val_text, vocab_size):
             train, val = f["train"].astype(np.int64), f["val"].astype(np.int64)
         if tok.vocab_size <= vocab_size and max(train.max(initial=0), val.max(initial=0)) < tok.vocab_size:
             return tok, train, val
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        pass                                                         # not there yet, or damaged: rebuild
+    except Exception:                       # noqa: BLE001 -- not there yet, or damaged in any way
+        pass                                # (a bad zip, an encrypted member, a mangled header): rebuild
     tok = _trained_bpe(train_text, vocab_size)
     train, val = tok.encode(train_text), tok.encode(val_text)
     try:

@@ -26,7 +26,7 @@ except ImportError:                                     # Windows: folder_lock t
     fcntl = None
 
 
-def _umask():
+def current_umask():
     """The process's umask (os.umask can only be read by setting it; set it straight back)."""
     mask = os.umask(0o022)
     os.umask(mask)
@@ -47,7 +47,7 @@ def atomic_write(path, write):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -297,7 +297,8 @@ CASES = [
         ("config.json a JSON list", lambda g: (g / "config.json").write_text("[]"),
          ("config.json holds a JSON list", "delete it")),
         ("config.json edited: window", lambda g: edit_copy(g, lambda m: {**m, "model": {**m["model"], "window": 2}}),
-         ("config.json was edited", "model.window: 2 in config.json, None in checkpoint.npz", "cannot be changed")),
+         ("config.json does not match checkpoint.npz", "model.window: 2 in config.json, None in checkpoint.npz",
+          "cannot be changed", "delete it")),
     ]],
     # --- compare ---------------------------------------------------------------------------------
     Bad("compare diverging", ["compare", *SYN, "--context-len", "64", "--steps", "2", "--eval-every", "2", "--seeds", "1",
