@@ -52,6 +52,7 @@ from minimolkv.tokenizer import tokenizer_from_dict
 
 FORMAT = 2                    # 2: the metadata inside checkpoint.npz; 1: only in config.json
 FILES = ("checkpoint.npz", "config.json", "metrics.csv")
+ADDED_LATER = {("data", "digest")}   # fields an older format-2 checkpoint lacks: they take their default
 META_KEYS = ("format", "step", "model", "settings", "data", "tokenizer", "rng", "metrics", "prompt")
 
 
@@ -271,6 +272,8 @@ def run_from(meta, arrays, folder):
     except (TypeError, ValueError, OverflowError, KeyError) as err:
         raise ValueError(f"rng must be the state of numpy's PCG64 generator ({type(err).__name__}: {err})") from None
     settings = Settings(**meta["settings"])
+    if params["tok_emb"].dtype != np.dtype(settings.dtype):      # (the parameters share one dtype)
+        raise ValueError(f"settings.dtype is {settings.dtype!r} but the parameters are {params['tok_emb'].dtype}")
     return {
         "params": params, "opt": opt, "step": step, "rng": rng, "config": config,
         "settings": settings, "data": DataSpec(**meta["data"]),
@@ -305,7 +308,8 @@ def check_meta(meta, Settings):
     for key, cls in (("model", model.Config), ("settings", Settings), ("data", DataSpec)):
         fields = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(meta[key]) - set(fields))
-        missing = [f for f in fields if f not in meta[key]] if meta["format"] == FORMAT else []
+        missing = [f for f in fields if f not in meta[key] and (key, f) not in ADDED_LATER] \
+            if meta["format"] == FORMAT else []
         if unknown or missing:                           # (format 1: a field added since takes its default)
             problem = f"unknown fields [{names(unknown)}]" if unknown else f"no [{names(missing)}]"
             raise ValueError(f"{key} has {problem}; it holds the fields of {cls.__name__}: {fields}")
@@ -313,8 +317,14 @@ def check_meta(meta, Settings):
 
 def check_same_tokenizer(run, dataset):
     """Resuming re-reads the data; its tokenizer must be the one the run was trained with
-    (the stdlib corpus differs a little between Python versions, and so would BPE)."""
+    (the stdlib corpus differs a little between Python versions, and so would BPE), and its
+    token ids those the run started on (run["data"].digest; a run saved before digests
+    existed is not checked)."""
     if dataset.tokenizer.to_dict() != run["tokenizer"].to_dict():
         raise ValueError(f"the data {run['data'].name!r} now tokenizes differently from when this run "
                          "was trained (another Python version's docstrings, or a changed file); "
                          "resuming would scramble the token ids")
+    if run["data"].digest not in (None, dataset.digest()):
+        raise ValueError(f"the data {run['data'].name!r} is not the text this run was trained on (its "
+                         f"digest is {dataset.digest()}, the run's {run['data'].digest}): it was changed or "
+                         "replaced; restore it, or start a new run")

@@ -143,6 +143,15 @@ class Dataset:
     tokenizer: object          # ByteTokenizer | BPETokenizer | IdTokenizer
     description: str
 
+    def digest(self):
+        """16 hex digits of the token ids (train and validation; the validation chain alone
+        for an endless stream): what a resumed run checks it trains on the same data."""
+        h = hashlib.sha1()
+        for ids in (self.train, self.val):
+            if isinstance(ids, np.ndarray):
+                h.update(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
+        return h.hexdigest()[:16]
+
     @property
     def train_tokens(self):
         """How many distinct training tokens there are (None: an endless stream)."""
@@ -252,9 +261,12 @@ class DataSpec:
     tokenizer: str = "bpe"                   # "bpe" | "byte" (ignored by synthetic)
     vocab_size: int = 512
     seed: int = 0
+    digest: str | None = None                # Dataset.digest() of the data the run started on
 
     def __post_init__(self):
         validate_run.data_spec(self)
+        if self.digest is not None and not (isinstance(self.digest, str) and len(self.digest) == 16):
+            raise ValueError(f"digest must be None or Dataset.digest()'s 16 hex digits, got {self.digest!r:.40}")
 
     def load(self):
         return load_dataset(self.name, tokenizer=self.tokenizer, vocab_size=self.vocab_size,

@@ -113,9 +113,17 @@ def load_data(args, spec, context_len):
 
 
 def data_spec(args):
+    """The DataSpec of the options; --tokenizer with synthetic data (ids already) and --vocab
+    with the byte tokenizer (always 256 ids) mean nothing and are refused."""
     from minimolkv import train
+    text = args.data != "synthetic"
+    for option, pointless in (("tokenizer", not text), ("vocab", text and args.tokenizer == "byte")):
+        if pointless and option in args.given:
+            fail(args, f"--{option} means nothing " + ("for --data synthetic (its tokens are ids already)"
+                                                       if option == "tokenizer" else
+                                                       "with --tokenizer byte (always 256 ids)") + "; drop it")
     try:
-        return train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab)
+        return train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=largest_vocab(args))
         # (the synthetic task's own seed stays 0: --seed sets the initialisation and the batch
         # order only, as in compare, so runs of different seeds train on the same task)
     except (TypeError, ValueError) as err:
@@ -158,6 +166,7 @@ def cmd_train(args):
             checkpoint.check_same_tokenizer(run, dataset)
         except ValueError as err:
             fail(args, str(err))
+        run["data"] = dataclasses.replace(run["data"], digest=dataset.digest())     # (older runs have none)
     else:
         settings = settings_from_args(args)                      # bad options fail before any work
         largest = config_from_args(args, args.parser, vocab_size=largest_vocab(args))
@@ -167,6 +176,7 @@ def cmd_train(args):
         check_out(args, out)
         print(f"Loading data: {args.data} ...", flush=True)
         dataset = load_data(args, spec, largest.context_len)
+        spec = dataclasses.replace(spec, digest=dataset.digest())        # resuming checks the data is the same
         config = config_from_args(args, args.parser, vocab_size=dataset.tokenizer.vocab_size)
         run = train.new_run(config, settings, spec, dataset)
     if args.overwrite and not (args.resume and os.path.abspath(out) == os.path.abspath(args.resume)):

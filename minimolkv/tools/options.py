@@ -115,9 +115,23 @@ def settings_from_args(args):
         args.parser.error(str(err))
 
 
+def refuse_unused(args, parser):
+    """An expert option the chosen --kind does not read (--variant with mole, --top-k with
+    molkv, ...) is refused: it would change nothing yet be saved in the run's config."""
+    from minimolkv.model import BLOCKS, KINDS
+    kind = getattr(args, "kind", None)
+    for name in ("n_experts", "d_expert", "d_key", "window", "variant", "top_k"):
+        users = [k for k in KINDS if k in BLOCKS and name in BLOCKS[k].init_args + BLOCKS[k].options]
+        if kind is not None and name in getattr(args, "given", ()) and kind not in users:
+            parser.error(f"--{name.replace('_', '-')} means nothing for --kind {kind} (only {', '.join(users)} "
+                         "read it); drop it")
+
+
 def config_from_args(args, parser, **overrides):
-    """A Config from the parsed options; an invalid combination is a one-line error (exit 2)."""
+    """A Config from the parsed options; an invalid combination, or an option the kind does
+    not use, is a one-line error (exit 2)."""
     from minimolkv.model import Config
+    refuse_unused(args, parser)
     sizes = {k: getattr(args, k) for k in CONFIG_ARGS + ("variant",) if getattr(args, k, None) is not None}
     sizes.update(overrides)
     try:
