@@ -22,7 +22,7 @@ import numpy as np
 
 from minimolkv import corpora, validate, validate_run
 from minimolkv.files import atomic_write
-from minimolkv.tokenizer import _CHUNK_RE, BPETokenizer, ByteTokenizer, IdTokenizer
+from minimolkv.tokenizer import _CHUNK_RE, MAX_CHUNK, BPETokenizer, ByteTokenizer, IdTokenizer
 
 CACHE_FORMAT = 1                   # of the BPE cache files (_encoded): a new number leaves the old ones unread
 
@@ -184,7 +184,7 @@ def _encoded(train_text, val_text, vocab_size):
     text or tokenizer never meets a stale encoding; a damaged file, or one whose
     ids fall outside the vocabulary, is simply rebuilt.
     The folder: $MINIMOLKV_CACHE, else ~/.cache/minimolkv."""
-    key = f"{CACHE_FORMAT}\0{_CHUNK_RE.pattern}\0{vocab_size}\0{train_text}\0{val_text}"
+    key = f"{CACHE_FORMAT}\0{_CHUNK_RE.pattern}\0{MAX_CHUNK}\0{vocab_size}\0{train_text}\0{val_text}"
     digest = hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()
     folder = os.environ.get("MINIMOLKV_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "minimolkv")
     path = os.path.join(folder, f"bpe-{vocab_size}-{digest[:16]}.npz")
@@ -249,8 +249,10 @@ def load_dataset(name_or_path, tokenizer="bpe", vocab_size=512, seed=0, val_frac
         train, val = tok.encode(train_text), tok.encode(val_text)
     if len(val) == 0:
         raise ValueError(f"{source} is too short to keep a validation part")
+    fewer = (f", fewer than the {vocab_size} asked: the text repeats too little for more merges"
+             if tokenizer == "bpe" and tok.vocab_size < vocab_size else "")
     desc = (f"{source}: {len(train_text) + len(val_text):,} characters, {tokenizer} tokenizer "
-            f"(V={tok.vocab_size}), {len(train):,} train / {len(val):,} val tokens")
+            f"(V={tok.vocab_size}{fewer}), {len(train):,} train / {len(val):,} val tokens")
     return Dataset(train, val, tok, desc)
 
 

@@ -123,13 +123,18 @@ def cmd_compare(args):
 # ----------------------------------------------------------------------------
 
 def cmd_bench(args):
+    import dataclasses
+
     from minimolkv.tools import bench, bench_report
 
     quick = {k: v for k, v in bench.QUICK_SIZES.items() if args.quick and getattr(args, k) is None}
     config = config_from_args(args, args.parser, **quick)
+    measure = bench.QUICK if args.quick else bench.BenchSettings()
+    for kind in args.kinds:                                      # sizes that cannot fit: refused up front
+        check_memory(args, dataclasses.replace(config, kind=kind), measure.batch_size, "float32")
     print(f"Benchmarking {', '.join(args.kinds)}{' (quick, tiny sizes)' if args.quick else ''}; "
           "this takes about a minute without --quick.", flush=True)
-    results = bench.run(config, bench.QUICK if args.quick else bench.BenchSettings(), kinds=args.kinds,
+    results = bench.run(config, measure, kinds=args.kinds,
                         log=lambda line: print(line, flush=True))
     print("\n" + bench_report.format_report(results))
     return 0
@@ -248,7 +253,8 @@ def main(argv=None):
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
     except MemoryError as err:                       # the estimates refuse most of these up front
-        print(f"{PROG} {args.command}: error: out of memory ({err}); use smaller sizes", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: out of memory ({str(err)[:100] or 'no detail'}); use smaller "
+              "sizes (--batch-size, --context-len, --d-model, ...) or smaller --data", file=sys.stderr)
         return 2
     except BrokenPipeError:                          # e.g. `sample ... | head`: the reader left
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit either

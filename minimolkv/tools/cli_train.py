@@ -105,6 +105,10 @@ def load_data(args, spec, context_len):
         dataset = spec.load()
     except (FileNotFoundError, ValueError, UnicodeDecodeError) as err:
         fail(args, f"--data {spec.name}: {err}")
+    except MemoryError:                                  # a huge file under a memory limit
+        size = os.path.getsize(spec.name) if os.path.isfile(spec.name) else None
+        fail(args, f"--data {spec.name}: out of memory while reading and tokenizing it"
+                   + (f" ({size / 2**30:.1f} GiB file)" if size else "") + "; use a smaller text file")
     try:
         check_fits(dataset, context_len)
     except ValueError as err:
