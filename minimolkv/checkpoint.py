@@ -220,7 +220,8 @@ def check_copy(folder, meta):
         if copy.get(key) != meta.get(key):
             where = key
             if isinstance(meta.get(key), dict) and isinstance(copy.get(key), dict):
-                inner = sorted(k for k in set(meta[key]) | set(copy[key]) if meta[key].get(k) != copy[key].get(k))
+                inner = sorted((k for k in set(meta[key]) | set(copy[key]) if meta[key].get(k) != copy[key].get(k)),
+                               key=lambda k: (k not in ("kind", "name"), k))          # what it is, first
                 where = f"{key}.{inner[0]}: {copy[key].get(inner[0])!r:.60} in config.json, " \
                         f"{meta[key].get(inner[0])!r:.60} in checkpoint.npz"
             raise ValueError(f"config.json does not match checkpoint.npz ({where}): it was edited, or "

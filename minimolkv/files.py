@@ -116,13 +116,17 @@ def read_npy_header(f, where):
     (they would need unpickling) and non-numeric dtypes. `where` names the file in errors."""
     try:
         version = np.lib.format.read_magic(f)            # ValueError when it is no .npy at all
-        if version not in ((1, 0), (2, 0)):
-            raise ValueError(f"{where} is an .npy file of version {version}; expected 1.0 or 2.0")
+    except ValueError as err:
+        raise ValueError(f"{where} is not an .npy file ({str(err)[:80]})") from None
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"{where} is an .npy file of version {version}; expected 1.0 or 2.0")
+    try:
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
             else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read_header(f)           # numpy caps the header at 10,000 bytes
-    except (SyntaxError, tokenize.TokenError, UnicodeDecodeError, EOFError) as err:   # a damaged header
-        raise ValueError(f"{where} has a damaged .npy header ({type(err).__name__})") from None
+    except (SyntaxError, tokenize.TokenError, UnicodeDecodeError, EOFError, ValueError) as err:   # damaged
+        text = str(err).split(":")[0] if isinstance(err, ValueError) else type(err).__name__
+        raise ValueError(f"{where} has a damaged .npy header ({text[:80]})") from None
     if dtype.hasobject:
         raise ValueError(f"{where} holds an object array; these files hold numbers only and are never unpickled")
     if dtype.kind not in "biuf":
