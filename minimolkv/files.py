@@ -53,9 +53,11 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError) and err.errno and err.filename in (None, tmp):   # name the file meant
+            raise OSError(err.errno, err.strerror, os.fspath(path)) from None          # (full disk, ...)
         raise
 
 
