@@ -36,6 +36,7 @@ from minimolkv.tokenizer import BPETokenizer, tokenizer_from_dict
 BASE = ["--context-len", "16", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--d-ff", "32"]  # every kind
 TINY = [*BASE, "--d-expert", "16", "--d-key", "4"]                              # MoLKV's sizes too
 SYN = ["--data", "synthetic", "--vocab", "64", *TINY]
+SYN_DENSE = ["--data", "synthetic", "--vocab", "64", *BASE]                     # for dense-only commands
 TRAIN = ["train", *SYN, "--steps", "4", "--eval-every", "2"]
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
@@ -416,7 +417,7 @@ CASES = [
           "cannot be changed", "delete it")),
     ]],
     # --- compare ---------------------------------------------------------------------------------
-    Bad("compare diverging", ["compare", *SYN, "--context-len", "64", "--steps", "2", "--eval-every", "2", "--seeds", "1",
+    Bad("compare diverging", ["compare", *SYN_DENSE, "--context-len", "64", "--steps", "2", "--eval-every", "2", "--seeds", "1",
                               "--entries", "dense", "--lr", "1e300", "--out", "{tmp}/c"],
         ("dense, seed 0", "became", "lower learning rate")),
     Bad("compare with no dense FFN", ["compare", *SYN, "--d-ff", "0", "--out", "{tmp}/c"],
@@ -440,10 +441,10 @@ CASES = [
         files_of(["metrics.csv"])),
     Bad("resume elsewhere into the user's loss.png", ["train", "--resume", "{good}", "--steps", "6", "--out",
                                                      "{tmp}/mine"], ("loss.png", "--overwrite"), files_of(["loss.png"])),
-    Bad("compare out holds results", ["compare", *SYN, "--entries", "dense", "--seeds", "1", "--out", "{tmp}/mine"],
+    Bad("compare out holds results", ["compare", *SYN_DENSE, "--entries", "dense", "--seeds", "1", "--out", "{tmp}/mine"],
         ("results.md", "results.csv", "would be overwritten", "--overwrite"),
         files_of(["results.md", "results.csv"])),
-    Bad("compare save-params holds parameters", ["compare", *SYN, "--entries", "dense", "--seeds", "1", "--out",
+    Bad("compare save-params holds parameters", ["compare", *SYN_DENSE, "--entries", "dense", "--seeds", "1", "--out",
                                                  "{tmp}/c", "--save-params", "{tmp}/mine"],
         ("dense-seed0.npz", "--overwrite"), files_of(["dense-seed0.npz"])),
     Bad("overwrite a run, diverging before the first save", [*TRAIN, "--lr", "1e300", "--out", "{good}", "--overwrite"],
@@ -468,6 +469,13 @@ CASES = [
         ("--n-experts means nothing for --kind dense",)),
     Bad("window for MoE in info", ["info", "--kind", "moe", "--window", "4"], ("--window", "only molkv, ctxattn")),
     Bad("d-key for MoLE in info", ["info", "--kind", "mole", "--d-key", "8"], ("--d-key", "--kind mole")),
+    Bad("compare top-k (its moe entry keeps 2)", ["compare", *SYN, "--top-k", "1", "--out", "{tmp}/c"],
+        ("--top-k means nothing for the entries", "drop it")),
+    Bad("compare window without an entry reading it", ["compare", *SYN_DENSE, "--entries", "dense", "moe", "--window", "4",
+                                                       "--out", "{tmp}/c"],
+        ("--window means nothing for the entries dense moe", "only molkv, ctxattn")),
+    Bad("bench d-key for dense", ["bench", "--quick", "--kinds", "dense", "--d-key", "8"],
+        ("--d-key means nothing for the kinds dense",)),
     Bad("vocab with the byte tokenizer", ["train", "--data", "{tmp}/t.txt", "--tokenizer", "byte", "--vocab", "300",
                                           *TINY, "--out", "{tmp}/o"], ("--vocab means nothing", "byte", "256")),
     Bad("tokenizer with synthetic data", [*TRAIN, "--tokenizer", "byte", "--out", "{tmp}/o"],
@@ -498,7 +506,7 @@ CASES = [
         ("File too large", "ulimit -f", "(step 4)", "is intact"), os_error(errno.EFBIG)),
     Bad("disk full while overwriting a run", [*TRAIN, "--out", "{good}", "--overwrite"],
         ("No space left on device", "the run already in", "is unchanged"), os_error(errno.ENOSPC)),
-    Bad("disk full while compare saves", ["compare", "--data", "{tmp}/t.txt", "--tokenizer", "byte", *TINY, "--entries",
+    Bad("disk full while compare saves", ["compare", "--data", "{tmp}/t.txt", "--tokenizer", "byte", *BASE, "--entries",
                                           "dense", "--seeds", "1", "--steps", "2", "--eval-every", "2", "--out", "{tmp}/c"],
         ("val_curves.png", "No space left on device", "free disk space"), full_disk_at_the_plot),
     *[Bad(f"checkpoint: {name}", ["sample", "--checkpoint", "{good}", "--tokens", "2"], says,

@@ -24,7 +24,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 from minimolkv.tools.cli_train import MAX_SAMPLE_TOKENS, PROG, check_memory, cmd_sample, cmd_train, data_spec, \
     fail, largest_vocab
 from minimolkv.tools.options import Parser, add_config_args, add_kinds_arg, add_training_args, \
-    compare_entries, config_from_args, non_negative_float, non_negative_int, positive_int, settings_from_args
+    compare_entries, config_from_args, non_negative_float, non_negative_int, positive_int, refuse_unused, \
+    settings_from_args
 
 
 # ----------------------------------------------------------------------------
@@ -75,12 +76,14 @@ def cmd_compare(args):
 
     base = config_from_args(args, args.parser)
     settings = settings_from_args(args)
+    configs = []
     for entry in args.entries:                                   # every entry's config, before any work
         try:
-            config = compare.config_for(entry, dataclasses.replace(base, vocab_size=largest_vocab(args)))
+            configs.append(compare.config_for(entry, dataclasses.replace(base, vocab_size=largest_vocab(args))))
         except (TypeError, ValueError) as err:
             fail(args, f"the sizes given leave the entry {entry!r} invalid: {err}")
-        check_memory(args, config, settings.batch_size, settings.dtype)
+        check_memory(args, configs[-1], settings.batch_size, settings.dtype)
+    refuse_unused(args, args.parser, configs, f"the entries {' '.join(args.entries)}")
     for option, folder in (("--out", args.out), ("--save-params", args.save_params)):
         if folder is not None:
             try:
@@ -129,6 +132,8 @@ def cmd_bench(args):
 
     quick = {k: v for k, v in bench.QUICK_SIZES.items() if args.quick and getattr(args, k) is None}
     config = config_from_args(args, args.parser, **quick)
+    refuse_unused(args, args.parser, [dataclasses.replace(config, kind=k) for k in args.kinds],
+                  f"the kinds {' '.join(args.kinds)}")
     measure = bench.QUICK if args.quick else bench.BenchSettings()
     for kind in args.kinds:                                      # sizes that cannot fit: refused up front
         check_memory(args, dataclasses.replace(config, kind=kind), measure.batch_size, "float32")

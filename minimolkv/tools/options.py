@@ -115,15 +115,29 @@ def settings_from_args(args):
         args.parser.error(str(err))
 
 
-def refuse_unused(args, parser):
-    """An expert option the chosen --kind does not read (--variant with mole, --top-k with
-    molkv, ...) is refused: it would change nothing yet be saved in the run's config."""
+EXPERT_OPTIONS = ("n_experts", "d_expert", "d_key", "window", "variant", "top_k")   # read by some kinds only
+
+
+def readers(name):
+    """The kinds whose block reads the Config field `name` (model.BLOCKS says which)."""
     from minimolkv.model import BLOCKS, KINDS
+    return [k for k in KINDS if k in BLOCKS and name in BLOCKS[k].init_args + BLOCKS[k].options]
+
+
+def refuse_unused(args, parser, configs=None, what=None):
+    """An expert option that none of the models of the command reads (--variant with
+    --kind mole, --top-k with molkv, ...) is refused: it would change nothing yet be saved
+    in the run's config. configs: those models (default: the one of --kind); what names them."""
     kind = getattr(args, "kind", None)
-    for name in ("n_experts", "d_expert", "d_key", "window", "variant", "top_k"):
-        users = [k for k in KINDS if k in BLOCKS and name in BLOCKS[k].init_args + BLOCKS[k].options]
-        if kind is not None and name in getattr(args, "given", ()) and kind not in users:
-            parser.error(f"--{name.replace('_', '-')} means nothing for --kind {kind} (only {', '.join(users)} "
+    if configs is None:
+        if kind is None:
+            return
+        configs, what = [None], f"--kind {kind}"
+    for name in EXPERT_OPTIONS:
+        if name in getattr(args, "given", ()) and not any(
+                (c.kind if c else kind) in readers(name) and (c is None or getattr(c, name) == getattr(args, name))
+                for c in configs):                        # (compare's moe entry sets its own d_expert, top_k)
+            parser.error(f"--{name.replace('_', '-')} means nothing for {what} (only {', '.join(readers(name))} "
                          "read it); drop it")
 
 
