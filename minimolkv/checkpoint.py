@@ -9,6 +9,7 @@ A run's folder:
     metrics.csv      the metrics, one row per step, for a spreadsheet
     loss.png         the loss curve (train)
     luts-<fingerprint>/   the lookup tables of these parameters (sample; lut.tables)
+    .minimolkv.lock  held by the one process writing the run (files.folder_lock)
 
 A checkpoint is a unit: whenever a run is killed, the folder loads as the
 previous step or the new one, never a mix. That is why it is one file.

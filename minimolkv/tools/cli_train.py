@@ -145,7 +145,6 @@ def cmd_train(args):
 
     from minimolkv import checkpoint, train
     from minimolkv.params import format_counts
-    from minimolkv.tools import plots
 
     if args.resume is not None:
         extra = sorted(args.given - {"resume", "steps", "out", "overwrite"})
@@ -201,6 +200,18 @@ def cmd_train(args):
     except OSError as err:                                       # a full disk, a file-size limit, ...
         print(f"{PROG} train: error: {save_failed(run, out, err)}", file=sys.stderr)
         return 2
+    try:
+        return report(run, dataset, out)
+    except OSError as err:                                       # the plot or the tables: the run is saved
+        print(f"{PROG} train: error: {save_failed(run, out, err)}", file=sys.stderr)
+        return 2
+
+
+def report(run, dataset, out):
+    """After training: the loss curve, the final numbers and a sample."""
+    from minimolkv import train
+    from minimolkv.tools import plots
+
     plot = os.path.join(out, "loss.png")
     plots.loss_curves({run["config"].kind: run["metrics"]}, path=plot,
                       title=f"{run['config'].kind} on {run['data'].name}")
