@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from minimolkv import data, files, model
+from minimolkv import checkpoint, data, files, model
 from minimolkv.__main__ import main
 from minimolkv.params import count_params, role
 from minimolkv.tokenizer import _CHUNK_RE, MAX_CHUNK, BPETokenizer, chunks
@@ -66,6 +66,25 @@ def test_a_file_size_limit_below_the_checkpoint_is_one_line(tmp_path):
     for words in ("checkpoint.npz", "File too large", "ulimit -f", "nothing was saved"):
         assert words in err, err
     assert not list((tmp_path / "o").glob(".*.tmp"))          # no temporary left behind
+
+
+def test_overwrite_replaces_the_old_run_only_when_the_new_one_first_saves(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--steps", "2", "--eval-every", "2", "--out", str(out)]) == 0
+    old = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != files.LOCK}
+    assert {"checkpoint.npz", "config.json", "metrics.csv", "loss.png"} <= set(old)
+    at_commit, real = [], os.replace
+
+    def replace(src, dst):
+        if os.path.basename(dst) == "checkpoint.npz":          # the new run's saves
+            at_commit.append({name: (out / name).read_bytes() for name in old if (out / name).exists()})
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", replace)
+    assert main(["train", *TINY, "--steps", "4", "--eval-every", "2", "--lr", "0.01", "--overwrite",
+                 "--out", str(out)]) == 0
+    assert at_commit[0] == old                                # whole until the first save's commit
+    assert checkpoint.load(out)["settings"].lr == 0.01 and checkpoint.load(out)["step"] == 4
+    assert (out / "loss.png").read_bytes() != old["loss.png"]  # the new run's curve
 
 
 def test_lookup_tables_are_built_with_the_usual_permissions(tmp_path, capsys):
