@@ -39,7 +39,7 @@ def check_out(args, out, resume=None):
         args.cleanup.enter_context(folder_lock(out, "--out"))            # one writer per run folder
     except ValueError as err:
         fail(args, str(err))
-    if resume is not None and os.path.abspath(out) == os.path.abspath(resume) or args.overwrite:
+    if resume is not None and same_folder(out, resume) or args.overwrite:
         return
     step = checkpoint.holds_run(out)
     if step is not None:
@@ -49,6 +49,11 @@ def check_out(args, out, resume=None):
     if theirs:
         fail(args, f"--out {out!r} holds {', '.join(theirs)} but no run of train: these would be "
                    "overwritten; choose another --out, or add --overwrite to replace them")
+
+
+def same_folder(a, b):
+    """Do two folder names name one folder (through symlinks, ./ and ../ too)?"""
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def clear_old_run(folder):
@@ -126,6 +131,9 @@ def data_spec(args):
             fail(args, f"--{option} means nothing " + ("for --data synthetic (its tokens are ids already)"
                                                        if option == "tokenizer" else
                                                        "with --tokenizer byte (always 256 ids)") + "; drop it")
+    if text and args.tokenizer == "bpe" and args.vocab < 256:
+        fail(args, f"--vocab {args.vocab}: a BPE vocabulary holds the 256 byte ids and its merges; give "
+                   "--vocab >= 256 (or --tokenizer byte)")
     try:
         return train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=largest_vocab(args))
         # (the synthetic task's own seed stays 0: --seed sets the initialisation and the batch
@@ -151,6 +159,9 @@ def cmd_train(args):
         if extra:
             fail(args, f"--resume continues the run as it was saved: drop --{extra[0].replace('_', '-')} "
                        "(only --steps, --out and --overwrite go with --resume)")
+        if args.overwrite and same_folder(args.out or args.resume, args.resume):
+            fail(args, "--overwrite means nothing when the run continues in its own folder (it replaces the "
+                       "run in another --out); drop it")
         try:
             run = checkpoint.load(args.resume)
         except (FileNotFoundError, ValueError) as err:
@@ -182,7 +193,7 @@ def cmd_train(args):
         spec = dataclasses.replace(spec, digest=dataset.digest())        # resuming checks the data is the same
         config = config_from_args(args, args.parser, vocab_size=dataset.tokenizer.vocab_size)
         run = train.new_run(config, settings, spec, dataset)
-    if args.overwrite and not (args.resume and os.path.abspath(out) == os.path.abspath(args.resume)):
+    if args.overwrite and not (args.resume and same_folder(out, args.resume)):
         run["on_first_save"] = lambda: clear_old_run(out)        # the old run stays whole until then
     print(dataset.description)
     print(format_counts(run["config"]))
@@ -285,6 +296,10 @@ def cmd_sample(args):
         run = checkpoint.load(args.checkpoint)
     except (FileNotFoundError, ValueError) as err:
         fail(args, str(err))
+    if args.top_k is not None and (args.temperature == 0 or args.top_k > run["config"].vocab_size):
+        fail(args, f"--top-k {args.top_k} means nothing " + (
+            "with --temperature 0 (greedy: always the most likely)" if args.temperature == 0 else
+            f"for this model's {run['config'].vocab_size} token ids") + "; drop it or give a smaller one")
     prompt = run["prompt"] if args.prompt is None else args.prompt
     if not prompt.strip():
         fail(args, "--prompt is empty; give some text to continue (or leave --prompt out)")
