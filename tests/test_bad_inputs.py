@@ -204,6 +204,12 @@ def unreadable(tmp, good, monkeypatch):
             PermissionError(13, "Permission denied")) if p.name == "t.txt" else real(p))
 
 
+def data_larger_than_ram(tmp, good, monkeypatch):
+    from minimolkv.tools import cli_train
+    (tmp / "huge.txt").write_text("some text " * 100)                  # as if each byte needed 1 GB
+    monkeypatch.setattr(cli_train, "DATA_BYTES_PER_BYTE", 2 ** 30)
+
+
 def out_of_memory_reading(tmp, good, monkeypatch):
     (tmp / "big.txt").write_text("some text " * 100)
     real = pathlib.Path.read_bytes
@@ -506,6 +512,9 @@ CASES = [
     Bad("data without read permission", ["train", "--data", "{tmp}/t.txt", "--tokenizer", "byte", *TINY,
                                          "--out", "{tmp}/o"], ("--data", "t.txt", "cannot be read", "permissions"),
         unreadable),
+    Bad("data larger than the machine's RAM", ["train", "--data", "{tmp}/huge.txt", "--tokenizer", "byte", *TINY,
+                                               "--out", "{tmp}/o"], ("--data", "huge.txt", "of RAM", "smaller text file"),
+        data_larger_than_ram),
     Bad("data too large for memory", ["train", "--data", "{tmp}/big.txt", "--tokenizer", "byte", *TINY,
                                       "--out", "{tmp}/o"], ("--data", "big.txt", "out of memory", "smaller text file"),
         out_of_memory_reading),

@@ -18,6 +18,7 @@ from minimolkv.tools.options import config_from_args, settings_from_args
 
 PROG = "python -m minimolkv"
 MAX_SAMPLE_TOKENS = 1_000_000           # sample --tokens: minutes of decoding, a few MiB of ids
+DATA_BYTES_PER_BYTE = 12                # reading --data: its bytes, the text, int64 ids (8 per byte at worst)
 
 
 def fail(args, message):
@@ -105,13 +106,19 @@ def check_memory(args, config, batch_size, dtype):
 
 def load_data(args, spec, context_len):
     """The dataset of `spec`, checked to hold a window of context_len; problems exit 2."""
+    from minimolkv import memory
     from minimolkv.data import check_fits
+    from minimolkv.files import format_bytes
+    size, ram = os.path.getsize(spec.name) if os.path.isfile(spec.name) else 0, memory.ram_bytes()
+    if ram and DATA_BYTES_PER_BYTE * size > ram:                     # before reading a byte of it
+        fail(args, f"--data {spec.name}: a {format_bytes(size)} file needs about "
+                   f"{format_bytes(DATA_BYTES_PER_BYTE * size)} of memory to read and tokenize but this machine "
+                   f"has {format_bytes(ram)} of RAM; use a smaller text file")
     try:
         dataset = spec.load()
     except (FileNotFoundError, ValueError, UnicodeDecodeError) as err:
         fail(args, f"--data {spec.name}: {err}")
     except MemoryError:                                  # a huge file under a memory limit
-        size = os.path.getsize(spec.name) if os.path.isfile(spec.name) else None
         fail(args, f"--data {spec.name}: out of memory while reading and tokenizing it"
                    + (f" ({size / 2**30:.1f} GiB file)" if size else "") + "; use a smaller text file")
     try:
