@@ -153,11 +153,12 @@ def folder_lock(folder, name):
     never stale -- the next run simply takes it (and writes its own pid in the file).
     Where flock does not exist (Windows) there is no lock."""
     path = os.path.join(os.fspath(folder), LOCK)
-    try:
-        f = open(path, "a+")
+    try:                                                    # (never through a symlink: no other file is touched)
+        f = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666), "r+")
     except OSError as err:
-        raise ValueError(f"{name} {os.fspath(folder)!r} cannot be written ({err.strerror or err}); "
-                         "give a folder you can write to") from None
+        raise ValueError(f"{name} {os.fspath(folder)!r}: its lock file {LOCK} cannot be opened "
+                         f"({err.strerror or err}); remove it if it is a link, or give a folder you can write to") \
+            from None
     with f:
         if fcntl is not None:
             try:

@@ -227,12 +227,15 @@ def flag_encrypted(folder):
     path.write_bytes(bytes(data))
 
 
-def damaged_npy_header(folder):
-    """One byte of a member's .npy header changed: its dict no longer parses."""
-    path = folder / "checkpoint.npz"
-    data = path.read_bytes()
-    at = data.index(b"{'descr'")
-    path.write_bytes(data[:at + 1] + b'"' + data[at + 2:])
+def damaged_npy_header(old, new):
+    """One byte of the first member's .npy header changed: its dict no longer parses (numpy's
+    own error: a ValueError for a stray quote, a tokenize.TokenError for an open bracket)."""
+    def damage(folder):
+        path = folder / "checkpoint.npz"
+        data = path.read_bytes()
+        at = data.index(old, data.index(b"{'descr'"))
+        path.write_bytes(data[:at] + new + data[at + 1:])
+    return damage
 
 
 def other_tables(scale=None, manifest=None):
@@ -535,7 +538,9 @@ CASES = [
     *[Bad(f"checkpoint: {name}", ["sample", "--checkpoint", "{good}", "--tokens", "2"], says,
           (lambda damage: lambda tmp, good, mp: damage(good))(damage)) for name, damage, says in [
         ("a member flagged encrypted", flag_encrypted, ("checkpoint.npz is damaged", "encrypted", "restore a copy")),
-        ("a byte of an .npy header changed", damaged_npy_header, ("damaged .npy header", "checkpoint.npz")),
+        ("a quote of an .npy header changed", damaged_npy_header(b"'", b'"'), ("damaged .npy header", "checkpoint.npz")),
+        ("a bracket of an .npy header changed", damaged_npy_header(b"}", b"("),
+         ("damaged .npy header (TokenError)", "checkpoint.npz")),
         ("3,000 unexpected arrays", lambda g: rewrite(g, arrays=lambda a: a.update(
             {f"x{i}": np.zeros(1, np.uint8) for i in range(3_000)})), ("unexpected arrays", "and 2,997 more")),
         ("tables of other parameters", other_tables(scale=2.0), ("does not hold these parameters' table", "delete",
