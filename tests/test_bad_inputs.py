@@ -470,6 +470,9 @@ CASES = [
         busy(lambda tmp, good: tmp / "busy")),
     Bad("compare out in use", ["compare", *SYN, "--out", "{tmp}/busy"], ("--out", "process 4242"),
         busy(lambda tmp, good: tmp / "busy")),
+    Bad("the lock file a link to the user's file", [*TRAIN, "--out", "{tmp}/o"], ("lock file", "a link"),
+        lambda tmp, good, mp: ((tmp / "mine.txt").write_text("mine"), (tmp / "o").mkdir(),
+                               (tmp / "o" / files.LOCK).symlink_to(tmp / "mine.txt"))),
     # --- round 3: options that mean nothing ------------------------------------------------------
     Bad("variant for a MoLE model", ["train", "--data", "synthetic", "--vocab", "64", *BASE, "--kind", "mole",
                                      "--variant", "recency", "--out", "{tmp}/o"],
