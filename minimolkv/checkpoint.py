@@ -47,7 +47,7 @@ import numpy as np
 
 from minimolkv import model, validate_run
 from minimolkv.data import DataSpec
-from minimolkv.files import atomic_write, names, read_npy_header, remove_stale_temporaries
+from minimolkv.files import atomic_write, bounded_list, read_npy_header, remove_stale_temporaries
 from minimolkv.optim import state_from_arrays, state_to_arrays
 from minimolkv.tokenizer import tokenizer_from_dict
 
@@ -257,7 +257,7 @@ def run_from(meta, arrays, folder):
     opt = state_from_arrays(arrays)
     unexpected = sorted(k for k in arrays if not k.startswith(("params.", "adamw.")))
     if unexpected:
-        raise ValueError(f"checkpoint.npz holds unexpected arrays [{names(unexpected)}]")
+        raise ValueError(f"checkpoint.npz holds unexpected arrays [{bounded_list(unexpected)}]")
     validate_run.optimizer_state(opt, params, step)
     for name, a in [("params." + k, a) for k, a in params.items()] \
             + [("adamw.m." + k, a) for k, a in opt["m"].items()] + [("adamw.v." + k, a) for k, a in opt["v"].items()]:
@@ -313,7 +313,7 @@ def check_meta(meta, Settings):
         missing = [f for f in fields if f not in meta[key] and (key, f) not in ADDED_LATER] \
             if meta["format"] == FORMAT else []
         if unknown or missing:                           # (format 1: a field added since takes its default)
-            problem = f"unknown fields [{names(unknown)}]" if unknown else f"no [{names(missing)}]"
+            problem = f"unknown fields [{bounded_list(unknown)}]" if unknown else f"no [{bounded_list(missing)}]"
             raise ValueError(f"{key} has {problem}; it holds the fields of {cls.__name__}: {fields}")
 
 

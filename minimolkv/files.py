@@ -6,6 +6,7 @@
     fingerprint(arrays)         12 hex digits naming a dict of arrays (names, shapes, values)
     format_bytes(n)             1536 -> '1.5 KiB'
     read_npy_header(f, where)   an .npy header, trusting nothing in it
+    bounded_list(items)         "'a', 'b', 'c' and 7 more": lists in one-line messages
     folder_lock(folder, name)   one writer per folder (a lock a kill never leaves stale)
 """
 
@@ -106,7 +107,7 @@ def format_bytes(n):
         n /= 1024
 
 
-def names(items, most=3):
+def bounded_list(items, most=3):
     """A bounded list for a one-line message: 'a', 'b', 'c' and 7 more."""
     shown = ", ".join(repr(os.fspath(i)) for i in list(items)[:most])
     return shown + (f" and {len(items) - most:,} more" if len(items) > most else "")

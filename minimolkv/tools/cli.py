@@ -71,7 +71,7 @@ def cmd_compare(args):
     import dataclasses
 
     from minimolkv import train
-    from minimolkv.files import folder_lock, names, writable_folder
+    from minimolkv.files import bounded_list, folder_lock, writable_folder
     from minimolkv.tools import compare
 
     base = config_from_args(args, args.parser)
@@ -96,7 +96,7 @@ def cmd_compare(args):
         if args.save_params is not None]
     theirs = [path for path in theirs if os.path.lexists(path)]
     if theirs and not args.overwrite:                            # nothing the user has is replaced unasked
-        fail(args, f"{names(theirs)} would be overwritten; choose another --out (or --save-params), "
+        fail(args, f"{bounded_list(theirs)} would be overwritten; choose another --out (or --save-params), "
                    "or add --overwrite to replace them")
     spec = data_spec(args)
     seeds = list(range(args.seeds))
