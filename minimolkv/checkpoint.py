@@ -83,8 +83,8 @@ def save(folder, run):
     arrays.update(state_to_arrays(run["opt"]))
     arrays["config.json"] = np.frombuffer(text, dtype=np.uint8)
     atomic_write(os.path.join(folder, "checkpoint.npz"), lambda f: np.savez(f, **arrays))  # the commit
-    run.pop("on_first_save", lambda: None)()             # train --overwrite: the old run's leftovers go now
     run["last_checkpoint"] = {"folder": os.fspath(folder), "step": run["step"], "steps": run["settings"].steps}
+    run.pop("on_first_save", lambda: None)()             # train --overwrite: the old run's leftovers go now
     atomic_write(os.path.join(folder, "config.json"), lambda f: f.write(text))             # copies
     atomic_write(os.path.join(folder, "metrics.csv"), lambda f: f.write(metrics_csv(run["metrics"])))
 

@@ -59,13 +59,15 @@ def same_folder(a, b):
 
 def clear_old_run(folder):
     """--overwrite, once the new run's first checkpoint is committed: remove what is left
-    of the old run (its loss curve and lookup tables; config.json and metrics.csv are
-    rewritten next), so the folder never mixes two runs. Until then the old run is whole."""
+    of the old run (its copies config.json and metrics.csv, which the save writes anew
+    next, its loss curve and lookup tables), so the folder never mixes two runs, not even
+    after a kill between the two. Until then the old run is whole."""
     import shutil
 
     from minimolkv import lut
-    if os.path.isfile(os.path.join(folder, "loss.png")):
-        os.remove(os.path.join(folder, "loss.png"))
+    for name in OURS[1:]:
+        if os.path.isfile(os.path.join(folder, name)):
+            os.remove(os.path.join(folder, name))
     for entry in os.listdir(folder):
         if lut.is_tables_dir(os.path.join(folder, entry)):
             shutil.rmtree(os.path.join(folder, entry))
