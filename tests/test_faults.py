@@ -87,6 +87,24 @@ def test_overwrite_replaces_the_old_run_only_when_the_new_one_first_saves(tmp_pa
     assert (out / "loss.png").read_bytes() != old["loss.png"]  # the new run's curve
 
 
+def test_a_kill_right_after_the_overwriting_commit_leaves_a_folder_that_loads(tmp_path, monkeypatch, capsys):
+    """Between the new checkpoint's commit and its new config.json, the old run's config.json
+    (at the same step, of another config) must not stand beside it."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--steps", "2", "--eval-every", "2", "--out", str(out)]) == 0
+    real = os.replace
+
+    def replace(src, dst):
+        if os.path.basename(dst) == "config.json":
+            raise KeyboardInterrupt                               # as a kill would stop it here
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", replace)
+    assert main(["train", *TINY, "--steps", "2", "--eval-every", "2", "--d-ff", "16", "--overwrite",
+                 "--out", str(out)]) == 130
+    monkeypatch.undo()
+    assert checkpoint.load(out)["config"].d_ff == 16             # the new run, and it loads
+
+
 def test_lookup_tables_are_built_with_the_usual_permissions(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *TINY[:-1], "mole", "--d-expert", "16", "--steps", "2", "--eval-every", "2",
