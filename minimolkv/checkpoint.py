@@ -9,6 +9,7 @@ A run's folder:
     metrics.csv      the metrics, one row per step, for a spreadsheet
     loss.png         the loss curve (train)
     luts-<fingerprint>/   the lookup tables of these parameters (sample; lut.tables)
+    .minimolkv.lock  held by the one process writing the run (files.folder_lock)
 
 A checkpoint is a unit: whenever a run is killed, the folder loads as the
 previous step or the new one, never a mix. That is why it is one file.
@@ -46,13 +47,14 @@ import numpy as np
 
 from minimolkv import model, validate_run
 from minimolkv.data import DataSpec
-from minimolkv.files import atomic_write, read_npy_header, remove_stale_temporaries
+from minimolkv.files import atomic_write, bounded_list, read_npy_header, remove_stale_temporaries
 from minimolkv.optim import state_from_arrays, state_to_arrays
 from minimolkv.run import Run, Settings
 from minimolkv.tokenizer import tokenizer_from_dict
 
 FORMAT = 2                    # 2: the metadata inside checkpoint.npz; 1: only in config.json
 FILES = ("checkpoint.npz", "config.json", "metrics.csv")
+ADDED_LATER = {("data", "digest")}   # fields an older format-2 checkpoint lacks: they take their default
 META_KEYS = ("format", "step", "model", "settings", "data", "tokenizer", "rng", "metrics", "prompt")
 
 
@@ -83,6 +85,9 @@ def save(folder, run):
     arrays["config.json"] = np.frombuffer(text, dtype=np.uint8)
     atomic_write(os.path.join(folder, "checkpoint.npz"), lambda f: np.savez(f, **arrays))  # the commit
     run.last_checkpoint = {"folder": os.fspath(folder), "step": run.step, "steps": run.settings.steps}
+    if run.on_first_save is not None:                      # train --overwrite: the old run's leftovers go now
+        hook, run.on_first_save = run.on_first_save, None
+        hook()
     atomic_write(os.path.join(folder, "config.json"), lambda f: f.write(text))             # copies
     atomic_write(os.path.join(folder, "metrics.csv"), lambda f: f.write(metrics_csv(run.metrics)))
 
@@ -128,11 +133,11 @@ def load(folder):
     except PermissionError as err:
         raise ValueError(f"{os.fspath(folder)!r}: {os.path.basename(err.filename or npz_path)} cannot be read "
                          f"({err.strerror}); checkpoints must be readable") from None
-    except (zipfile.BadZipFile, EOFError, OSError) as err:
+    except (zipfile.BadZipFile, EOFError, OSError, RuntimeError, NotImplementedError) as err:  # (encrypted, ...)
         raise ValueError(f"{os.fspath(folder)!r}: checkpoint.npz is damaged or truncated "
-                         f"({type(err).__name__}: {err})") from None
+                         f"({type(err).__name__}: {str(err)[:200]}); restore a copy or train again") from None
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
-        raise ValueError(f"{os.fspath(folder)!r} holds a checkpoint that cannot be loaded: {err}") from None
+        raise ValueError(f"{os.fspath(folder)!r} holds a checkpoint that cannot be loaded: {str(err)[:400]}") from None
 
 
 def read_npz(path):
@@ -215,16 +220,17 @@ def check_copy(folder, meta):
                          "metadata; restore it or delete it (the next save writes it again)")
     if copy.get("step") != meta.get("step"):
         return
-    for key in sorted(set(meta) | set(copy)):
+    for key in list(META_KEYS) + sorted(set(meta) | set(copy) - set(META_KEYS)):   # the model first
         if copy.get(key) != meta.get(key):
             where = key
             if isinstance(meta.get(key), dict) and isinstance(copy.get(key), dict):
-                inner = sorted(k for k in set(meta[key]) | set(copy[key]) if meta[key].get(k) != copy[key].get(k))
-                where = f"{key}.{inner[0]}: {copy[key].get(inner[0])!r} in config.json, " \
-                        f"{meta[key].get(inner[0])!r} in checkpoint.npz"
-            raise ValueError(f"config.json was edited ({where}). It is a copy for reading; the "
-                             "checkpoint's own metadata is inside checkpoint.npz, and a run's config "
-                             "cannot be changed. Restore config.json or delete it (the next save "
+                inner = sorted((k for k in set(meta[key]) | set(copy[key]) if meta[key].get(k) != copy[key].get(k)),
+                               key=lambda k: (k not in ("kind", "name"), k))          # what it is, first
+                where = f"{key}.{inner[0]}: {copy[key].get(inner[0])!r:.60} in config.json, " \
+                        f"{meta[key].get(inner[0])!r:.60} in checkpoint.npz"
+            raise ValueError(f"config.json does not match checkpoint.npz ({where}): it was edited, or "
+                             "one of the two comes from another run; checkpoint.npz holds the run and its "
+                             "config cannot be changed: restore config.json or delete it (the next save "
                              "writes it again)")
 
 
@@ -253,7 +259,7 @@ def run_from(meta, arrays, folder):
     opt = state_from_arrays(arrays)
     unexpected = sorted(k for k in arrays if not k.startswith(("params.", "adamw.")))
     if unexpected:
-        raise ValueError(f"checkpoint.npz holds unexpected arrays {unexpected}")
+        raise ValueError(f"checkpoint.npz holds unexpected arrays [{bounded_list(unexpected)}]")
     validate_run.optimizer_state(opt, params, step)
     for name, a in [("params." + k, a) for k, a in params.items()] \
             + [("adamw.m." + k, a) for k, a in opt["m"].items()] + [("adamw.v." + k, a) for k, a in opt["v"].items()]:
@@ -270,6 +276,8 @@ def run_from(meta, arrays, folder):
     except (TypeError, ValueError, OverflowError, KeyError) as err:
         raise ValueError(f"rng must be the state of numpy's PCG64 generator ({type(err).__name__}: {err})") from None
     settings = Settings(**meta["settings"])
+    if params["tok_emb"].dtype != np.dtype(settings.dtype):      # (the parameters share one dtype)
+        raise ValueError(f"settings.dtype is {settings.dtype!r} but the parameters are {params['tok_emb'].dtype}")
     return Run(params=params, opt=opt, step=step, rng=rng, config=config, settings=settings,
                data=DataSpec(**meta["data"]), tokenizer=tokenizer, metrics=meta["metrics"], prompt=meta["prompt"],
                last_checkpoint={"folder": os.fspath(folder), "step": step, "steps": settings.steps})
@@ -301,16 +309,23 @@ def check_meta(meta, Settings):
     for key, cls in (("model", model.Config), ("settings", Settings), ("data", DataSpec)):
         fields = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(meta[key]) - set(fields))
-        missing = [f for f in fields if f not in meta[key]] if meta["format"] == FORMAT else []
+        missing = [f for f in fields if f not in meta[key] and (key, f) not in ADDED_LATER] \
+            if meta["format"] == FORMAT else []
         if unknown or missing:                           # (format 1: a field added since takes its default)
-            problem = f"unknown fields {unknown}" if unknown else f"no {missing}"
+            problem = f"unknown fields [{bounded_list(unknown)}]" if unknown else f"no [{bounded_list(missing)}]"
             raise ValueError(f"{key} has {problem}; it holds the fields of {cls.__name__}: {fields}")
 
 
 def check_same_tokenizer(run, dataset):
     """Resuming re-reads the data; its tokenizer must be the one the run was trained with
-    (the stdlib corpus differs a little between Python versions, and so would BPE)."""
+    (the stdlib corpus differs a little between Python versions, and so would BPE), and its
+    token ids those the run started on (run.data.digest; a run saved before digests
+    existed is not checked)."""
     if dataset.tokenizer.to_dict() != run.tokenizer.to_dict():
         raise ValueError(f"the data {run.data.name!r} now tokenizes differently from when this run "
                          "was trained (another Python version's docstrings, or a changed file); "
                          "resuming would scramble the token ids")
+    if run.data.digest not in (None, dataset.digest()):
+        raise ValueError(f"the data {run.data.name!r} is not the text this run was trained on (its "
+                         f"digest is {dataset.digest()}, the run's {run.data.digest}): it was changed or "
+                         "replaced; restore it, or start a new run")

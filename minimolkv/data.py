@@ -15,7 +15,6 @@ Notation: B batch, T context length (sequence length), V vocabulary size.
 import functools
 import hashlib
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from minimolkv import corpora, validate, validate_run
 from minimolkv.files import atomic_write
-from minimolkv.tokenizer import _CHUNK_RE, BPETokenizer, ByteTokenizer, IdTokenizer
+from minimolkv.tokenizer import _CHUNK_RE, MAX_CHUNK, BPETokenizer, ByteTokenizer, IdTokenizer
 
 CACHE_FORMAT = 1                   # of the BPE cache files (_encoded): a new number leaves the old ones unread
 
@@ -44,7 +43,11 @@ def load_text(path):
         what = ("is a directory" if p.is_dir() else "does not exist" if not p.exists()
                 else "is not a regular file (a pipe or a device)")
         raise FileNotFoundError(f"path {str(path)!r} {what}; give a UTF-8 text file")
-    data = p.read_bytes()
+    try:
+        data = p.read_bytes()
+    except OSError as err:                                           # permissions, an I/O error
+        raise ValueError(f"path {str(path)!r} cannot be read ({err.strerror or err}); check its "
+                         "permissions (or copy the text to a file you can read)") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -140,6 +143,15 @@ class Dataset:
     tokenizer: object          # ByteTokenizer | BPETokenizer | IdTokenizer
     description: str
 
+    def digest(self):
+        """16 hex digits of the token ids (train and validation; the validation chain alone
+        for an endless stream): what a resumed run checks it trains on the same data."""
+        h = hashlib.sha1()
+        for ids in (self.train, self.val):
+            if isinstance(ids, np.ndarray):
+                h.update(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
+        return h.hexdigest()[:16]
+
     @property
     def train_tokens(self):
         """How many distinct training tokens there are (None: an endless stream)."""
@@ -172,7 +184,7 @@ def _encoded(train_text, val_text, vocab_size):
     text or tokenizer never meets a stale encoding; a damaged file, or one whose
     ids fall outside the vocabulary, is simply rebuilt.
     The folder: $MINIMOLKV_CACHE, else ~/.cache/minimolkv."""
-    key = f"{CACHE_FORMAT}\0{_CHUNK_RE.pattern}\0{vocab_size}\0{train_text}\0{val_text}"
+    key = f"{CACHE_FORMAT}\0{_CHUNK_RE.pattern}\0{MAX_CHUNK}\0{vocab_size}\0{train_text}\0{val_text}"
     digest = hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()
     folder = os.environ.get("MINIMOLKV_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "minimolkv")
     path = os.path.join(folder, f"bpe-{vocab_size}-{digest[:16]}.npz")
@@ -182,8 +194,8 @@ def _encoded(train_text, val_text, vocab_size):
             train, val = f["train"].astype(np.int64), f["val"].astype(np.int64)
         if tok.vocab_size <= vocab_size and max(train.max(initial=0), val.max(initial=0)) < tok.vocab_size:
             return tok, train, val
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        pass                                                         # not there yet, or damaged: rebuild
+    except Exception:                       # noqa: BLE001 -- not there yet, or damaged in any way
+        pass                                # (a bad zip, an encrypted member, a mangled header): rebuild
     tok = _trained_bpe(train_text, vocab_size)
     train, val = tok.encode(train_text), tok.encode(val_text)
     try:
@@ -237,8 +249,10 @@ def load_dataset(name_or_path, tokenizer="bpe", vocab_size=512, seed=0, val_frac
         train, val = tok.encode(train_text), tok.encode(val_text)
     if len(val) == 0:
         raise ValueError(f"{source} is too short to keep a validation part")
+    fewer = (f", fewer than the {vocab_size} asked: the text repeats too little for more merges"
+             if tokenizer == "bpe" and tok.vocab_size < vocab_size else "")
     desc = (f"{source}: {len(train_text) + len(val_text):,} characters, {tokenizer} tokenizer "
-            f"(V={tok.vocab_size}), {len(train):,} train / {len(val):,} val tokens")
+            f"(V={tok.vocab_size}{fewer}), {len(train):,} train / {len(val):,} val tokens")
     return Dataset(train, val, tok, desc)
 
 
@@ -249,9 +263,12 @@ class DataSpec:
     tokenizer: str = "bpe"                   # "bpe" | "byte" (ignored by synthetic)
     vocab_size: int = 512
     seed: int = 0
+    digest: str | None = None                # Dataset.digest() of the data the run started on
 
     def __post_init__(self):
         validate_run.data_spec(self)
+        if self.digest is not None and not (isinstance(self.digest, str) and len(self.digest) == 16):
+            raise ValueError(f"digest must be None or Dataset.digest()'s 16 hex digits, got {self.digest!r:.40}")
 
     def load(self):
         return load_dataset(self.name, tokenizer=self.tokenizer, vocab_size=self.vocab_size,

@@ -20,6 +20,7 @@ V = 50,304, L = 12, N = 4, D = 768 -> 72 KiB loaded per token and a table of
 about 3.5 GiB (3.7 GB) in storage — `lut_footprint(50304, 12, 4, 768, 2)`.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -30,7 +31,7 @@ import time
 import numpy as np
 
 from minimolkv import model
-from minimolkv.files import atomic_write, fingerprint, format_bytes, read_npy_header
+from minimolkv.files import atomic_write, current_umask, fingerprint, format_bytes, read_npy_header
 
 
 def save_lut(path, table):
@@ -184,20 +185,47 @@ def tables(folder, params, config, log=None):
     elif not is_tables_dir(table_dir):
         raise ValueError(f"{table_dir!r} is in the way: it is not a folder of lookup tables minimolkv "
                          "wrote (no tables.json); move it elsewhere")
-    luts = open_tables(table_dir, shapes, params["tok_emb"].dtype)
-    for key, table in luts.items():
-        bad = first_non_finite_row(table.table)
-        if bad is not None:
-            raise ValueError(f"{os.path.join(table_dir, key + '.npy')!r} holds NaN or infinite values "
-                             f"(row {bad}); delete {table_dir!r} and it is rebuilt from the checkpoint")
+    try:
+        luts = open_tables(table_dir, shapes, params["tok_emb"].dtype)
+        check_tables(table_dir, luts, params, config)
+    except ValueError as err:                                # damaged, or of other parameters
+        raise ValueError(f"{str(err)[:300]}; delete {table_dir!r} and it is rebuilt from the checkpoint") from None
     _remove_old_tables(folder, keep=name)
     return luts
 
 
+def check_tables(table_dir, luts, params, config):
+    """Tables found on disk must be those of `params`: tables.json names their parameters'
+    fingerprint, a few rows rebuilt from the parameters must match (a copied or edited folder
+    under this name fails here), and every number is finite. ValueError otherwise."""
+    try:
+        with open(os.path.join(table_dir, MANIFEST), "rb") as f:
+            made_from = json.loads(f.read(10_000)).get("params")
+    except (OSError, ValueError, AttributeError):
+        made_from = None
+    if made_from != os.path.basename(table_dir)[len("luts-"):]:
+        raise ValueError(f"{os.path.join(table_dir, MANIFEST)!r} does not name these parameters "
+                         f"(it says {made_from!r:.40}): these tables belong to another model")
+    for key, table in luts.items():
+        bad = first_non_finite_row(table.table)
+        if bad is not None:
+            raise ValueError(f"{os.path.join(table_dir, key + '.npy')!r} holds NaN or infinite values "
+                             f"(row {bad})")
+    ids = np.unique([0, config.vocab_size // 2, config.vocab_size - 1])      # a few rows, rebuilt
+    few = dict(params, tok_emb=params["tok_emb"][ids], lm_head=params["lm_head"][:, ids])
+    for key, rows in model.build_luts(few, dataclasses.replace(config, vocab_size=len(ids))).items():
+        if not np.allclose(luts[key].table[ids], rows, rtol=1e-4, atol=1e-6, equal_nan=False):
+            raise ValueError(f"{os.path.join(table_dir, key + '.npy')!r} does not hold these parameters' "
+                             "table (rows rebuilt from the checkpoint differ)")
+
+
 def _build_tables(folder, name, params, config):
-    """Save the tables into a temporary folder, then rename it to folder/name (atomic)."""
+    """Save the tables into a temporary folder, then rename it to folder/name (atomic).
+    The folder gets the usual permissions (mkdtemp alone makes it 0700): whoever may read
+    the checkpoint may sample from its tables."""
     tmp = tempfile.mkdtemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())
         luts = model.build_luts(params, config)
         save_tables(tmp, luts)
         manifest = {"params": name[len("luts-"):],

@@ -108,5 +108,6 @@ def check_fits(config, batch_size, itemsize=4, ram=None):
     raise ValueError(f"this model needs about {format_bytes(total)} of memory to train "
                      f"({biggest}: {format_bytes(parts[biggest])}; batch_size={batch_size}, "
                      f"context_len={config.context_len}, vocab_size={config.vocab_size}, "
-                     f"d_model={config.d_model}) but this machine has {format_bytes(ram)} of RAM; "
+                     f"d_model={config.d_model}, n_layers={config.n_layers}) but this machine has "
+                     f"{format_bytes(ram)} of RAM; "
                      "use smaller sizes")

@@ -18,6 +18,7 @@ For a Config, count
     MoLKV: lut = L·V·N·(Dk + D)     loaded = L·N·(Dk + D)
 """
 
+import dataclasses
 import math
 
 from minimolkv.files import format_bytes
@@ -41,17 +42,21 @@ def role(name):
 
 def count_params(config):
     """{train, ram, lut, loaded, activated}: counts of numbers (see the module docstring).
-    From the shapes alone: nothing is allocated, so any size can be counted."""
+    Arithmetic on shapes: one layer's shapes are listed and counted n_layers times, so
+    nothing is allocated and the time does not grow with the size (n_layers=10**6 too)."""
     c = config
-    size = {k: math.prod(s) for k, s in param_shapes(c).items()}
+    one = dataclasses.replace(c, n_layers=1)                        # every layer has the same shapes
+    def each(name):                                                 # how many copies a shape stands for
+        return c.n_layers if name.startswith("layers.") else 1
+    size = {k: math.prod(s) * each(k) for k, s in param_shapes(one).items()}
     by_role = {r: sum(n for k, n in size.items() if role(k) == r)
                for r in ("embedding", "lut", "routed", "dense")}
-    tables = lut_shapes(c).values()                                 # (V, N, width) each
+    tables = lut_shapes(one).items()                                # (V, N, width) each, one layer
     return {
         "train": sum(size.values()),
         "ram": sum(size.values()) - by_role["lut"],
-        "lut": sum(math.prod(s) for s in tables),
-        "loaded": sum(math.prod(s[1:]) for s in tables),            # one row per table per token
+        "lut": sum(math.prod(s) * each(k) for k, s in tables),
+        "loaded": sum(math.prod(s[1:]) * each(k) for k, s in tables),   # one row per table per token
         "activated": by_role["dense"] + by_role["routed"] * c.top_k // c.n_experts,
     }
 

@@ -5,6 +5,7 @@ circle): Settings says how to train (the model's sizes are in model.Config),
 Run holds everything a step depends on, by name.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,3 +52,5 @@ class Run:
     metrics: list                 # one dict per step: step, lr, train_loss, val_loss, ...
     prompt: str                   # a default prompt for `sample`
     last_checkpoint: dict | None = None
+    on_first_save: Callable[[], None] | None = None   # a function checkpoint.save calls once, after the first save
+                                                      # (train --overwrite: the old run's files go only then)

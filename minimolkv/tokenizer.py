@@ -14,6 +14,7 @@ import math
 import re
 from collections import Counter, defaultdict
 from heapq import heapify, heappop, heappush
+from itertools import repeat
 
 import numpy as np
 
@@ -67,6 +68,18 @@ class ByteTokenizer:
 # alternatives cover every character (\w is digit or not, else \s or not), so
 # the chunks concatenate back to the text exactly.
 _CHUNK_RE = re.compile(r" ?[^\W\d]+| ?\d+| ?[^\s\w]+|\s+(?!\S)|\s+")
+MAX_CHUNK = 64       # longer runs (a DNA sequence, a long hash) are cut into pieces of this many
+                     # characters: BPE's work per chunk grows with its length squared. (Words of
+                     # real text are shorter: Shakespeare's longest chunk has 27 characters.)
+
+
+def chunks(text):
+    """The chunks BPE works on: _CHUNK_RE's, each cut into pieces of at most MAX_CHUNK characters."""
+    for chunk in _CHUNK_RE.findall(text):
+        if len(chunk) <= MAX_CHUNK:
+            yield chunk
+        else:
+            yield from (chunk[i:i + MAX_CHUNK] for i in range(0, len(chunk), MAX_CHUNK))
 
 
 def _merge(seq, pair, new_id):
@@ -92,6 +105,7 @@ class BPETokenizer:
     """
 
     MAX_VOCAB_BYTES = 2 ** 26      # 64 MiB: real vocabularies need well under 1 MiB
+    MAX_WORK = 4_000_000           # ids rewritten by training's merges in all: seconds (see train)
 
     def __init__(self, merges):
         self.merges = [(int(a), int(b)) for a, b in merges]
@@ -120,14 +134,17 @@ class BPETokenizer:
 
         Ties go to the smallest pair (a, b), so training is deterministic.
         Training stops early, with a smaller vocabulary, once no pair occurs
-        twice. Pair counts are kept incrementally: a merge only revisits the
-        unique chunks that contain the merged pair.
+        twice, or once the merges have rewritten MAX_WORK ids in all (text that
+        repeats little, e.g. a DNA sequence, would otherwise take hours; real text
+        stays below it -- Shakespeare's plays at V=2048 rewrite under 3 million). Pair
+        counts are kept incrementally: a merge only revisits the unique chunks
+        that contain the merged pair.
         """
         _check_text(text)
         vocab_size = validate.positive_int(vocab_size, "vocab_size")
         if vocab_size < 256:
             raise ValueError(f"vocab_size must be >= 256 (the byte ids), got {vocab_size}")
-        chunk_counts = Counter(_CHUNK_RE.findall(text))    # unique chunk -> how often it occurs
+        chunk_counts = Counter(chunks(text))               # unique chunk -> how often it occurs
         words = [list(c.encode("utf-8")) for c in chunk_counts]
         freqs = list(chunk_counts.values())
         pair_counts = defaultdict(int)                     # (a, b) -> occurrences in the text
@@ -138,8 +155,8 @@ class BPETokenizer:
                 where[pair].add(i)
         heap = [(-c, pair) for pair, c in pair_counts.items()]   # max count first, then smallest pair
         heapify(heap)
-        merges = []
-        while len(merges) < vocab_size - 256 and heap:
+        merges, work = [], 0
+        while len(merges) < vocab_size - 256 and heap and work < cls.MAX_WORK:
             neg_count, pair = heappop(heap)
             if pair_counts.get(pair, 0) != -neg_count:
                 continue                                   # stale entry: the count changed since
@@ -151,6 +168,7 @@ class BPETokenizer:
             for i in where.pop(pair):
                 old = words[i]
                 new = _merge(old, pair, new_id)
+                work += len(old)
                 if len(new) == len(old):
                     continue                               # stale index: pair already gone
                 for p in zip(old, old[1:]):                # take the word's old pairs out...
@@ -172,16 +190,16 @@ class BPETokenizer:
         ids = list(chunk.encode("utf-8"))
         while len(ids) >= 2:
             # the earliest-learned merge present; applying merges in learned order
-            pair = min(zip(ids, ids[1:]), key=lambda p: self.ranks.get(p, math.inf))
-            if pair not in self.ranks:
+            new_id = min(map(self.ranks.get, zip(ids, ids[1:]), repeat(math.inf)))
+            if new_id == math.inf:
                 break
-            ids = _merge(ids, pair, self.ranks[pair])
+            ids = _merge(ids, self.merges[new_id - 256], new_id)
         return ids
 
     def encode(self, text):
         _check_text(text)
         out = []
-        for chunk in _CHUNK_RE.findall(text):
+        for chunk in chunks(text):
             if chunk not in self._cache:                   # a text repeats few unique chunks
                 self._cache[chunk] = self._encode_chunk(chunk)
             out.extend(self._cache[chunk])

@@ -13,10 +13,15 @@ signals to real processes.
 """
 
 import dataclasses
+import errno
+import fcntl
+import hashlib
 import json
 import os
+import pathlib
 import shutil
 import stat
+import sys
 import tempfile
 import traceback
 import zipfile
@@ -24,13 +29,14 @@ import zipfile
 import numpy as np
 import pytest
 
-from minimolkv import checkpoint, data, generate, lut, memory, model, ops, train
+from minimolkv import checkpoint, data, files, generate, lut, memory, model, ops, train
 from minimolkv.__main__ import main
 from minimolkv.tokenizer import BPETokenizer, tokenizer_from_dict
 
-TINY = ["--context-len", "16", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--d-ff", "32",
-        "--d-expert", "16", "--d-key", "4"]
+BASE = ["--context-len", "16", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--d-ff", "32"]  # every kind
+TINY = [*BASE, "--d-expert", "16", "--d-key", "4"]                              # MoLKV's sizes too
 SYN = ["--data", "synthetic", "--vocab", "64", *TINY]
+SYN_DENSE = ["--data", "synthetic", "--vocab", "64", *BASE]                     # for dense-only commands
 TRAIN = ["train", *SYN, "--steps", "4", "--eval-every", "2"]
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
@@ -150,6 +156,125 @@ def write(name, content):
 
 def fifo(tmp, good, monkeypatch):
     os.mkfifo(tmp / "fifo")
+
+
+# ----------------------------------------------------------------------------
+# round 3: folders that are not ours, full disks, damaged files, busy folders
+# ----------------------------------------------------------------------------
+
+def files_of(names, folder="mine"):
+    """The user's own files of these names in tmp/folder (no checkpoint among them)."""
+    def prepare(tmp, good, monkeypatch):
+        (tmp / folder).mkdir(exist_ok=True)
+        for name in names:
+            (tmp / folder / name).write_bytes(b"the user's own " + name.encode())
+    return prepare
+
+
+def default_run_in_cwd(tmp, good, monkeypatch):
+    """A run in the default folder runs/molkv-shakespeare of the working directory."""
+    monkeypatch.chdir(tmp)
+    shutil.copytree(good, tmp / "runs" / "molkv-shakespeare")
+
+
+def os_error(number, where="fsync"):
+    """Every os.fsync (the last step of each atomic write) fails with errno `number`."""
+    def prepare(tmp, good, monkeypatch):
+        def fail(*args, **kwargs):
+            raise OSError(number, os.strerror(number))
+        monkeypatch.setattr(os, where, fail)
+    return prepare
+
+
+def full_disk_at_the_plot(tmp, good, monkeypatch):
+    from minimolkv.tools import plots
+
+    def val_curves(curves, path, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    monkeypatch.setattr(plots, "val_curves", val_curves)
+    (tmp / "t.txt").write_text("the cat sat on the mat. " * 40)
+
+
+def unreadable(tmp, good, monkeypatch):
+    (tmp / "t.txt").write_text("some text " * 100)
+    (tmp / "t.txt").chmod(0)
+    if ROOT:                                              # root reads anything: pretend it cannot
+        real = pathlib.Path.read_bytes
+        monkeypatch.setattr(pathlib.Path, "read_bytes", lambda p: (_ for _ in ()).throw(
+            PermissionError(13, "Permission denied")) if p.name == "t.txt" else real(p))
+
+
+def data_larger_than_ram(tmp, good, monkeypatch):
+    from minimolkv.tools import cli_train
+    (tmp / "huge.txt").write_text("some text " * 100)                  # as if each byte needed 1 GB
+    monkeypatch.setattr(cli_train, "DATA_BYTES_PER_BYTE", 2 ** 30)
+
+
+def out_of_memory_reading(tmp, good, monkeypatch):
+    (tmp / "big.txt").write_text("some text " * 100)
+    real = pathlib.Path.read_bytes
+    monkeypatch.setattr(pathlib.Path, "read_bytes", lambda p: (_ for _ in ()).throw(MemoryError())
+                        if p.name == "big.txt" else real(p))
+
+
+def flag_encrypted(folder):
+    """Set the 'encrypted' flag of checkpoint.npz's first member (local and central headers)."""
+    path = folder / "checkpoint.npz"
+    data = bytearray(path.read_bytes())
+    for magic, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.index(magic) + offset
+        data[at] |= 1
+    path.write_bytes(bytes(data))
+
+
+def damaged_npy_header(old, new):
+    """One byte of the first member's .npy header changed: its dict no longer parses (numpy's
+    own error: a ValueError for a stray quote, a tokenize.TokenError for an open bracket)."""
+    def damage(folder):
+        path = folder / "checkpoint.npz"
+        data = path.read_bytes()
+        at = data.index(old, data.index(b"{'descr'"))
+        path.write_bytes(data[:at] + new + data[at + 1:])
+    return damage
+
+
+def other_tables(scale=None, manifest=None):
+    """This run's tables folder made to hold another model's tables: the tables scaled, or
+    tables.json naming other parameters."""
+    def damage(folder):
+        tables = next(folder.glob("luts-*"))
+        if scale:
+            for path in tables.glob("*.npy"):
+                np.save(path, np.load(path) * scale)
+        if manifest:
+            (tables / "tables.json").write_text(json.dumps({"params": manifest, "tables": {}}))
+    return damage
+
+
+def mole_checkpoint_dropped_in(tmp, good, monkeypatch):
+    assert main(["train", "--data", "synthetic", "--vocab", "64", *BASE, "--d-expert", "16", "--steps", "4",
+                 "--eval-every", "2", "--kind", "mole", "--out", str(tmp / "mole")]) == 0
+    shutil.copy(tmp / "mole" / "checkpoint.npz", good / "checkpoint.npz")
+
+
+def byte_run_then_new_text(tmp, good, monkeypatch):
+    (tmp / "t.txt").write_text("the cat sat on the mat. " * 40)
+    assert main(["train", "--data", str(tmp / "t.txt"), "--tokenizer", "byte", *BASE, "--steps", "2",
+                 "--eval-every", "2", "--batch-size", "2", "--kind", "dense", "--out", str(tmp / "r")]) == 0
+    (tmp / "t.txt").write_text("the dog sat on the rug. " * 40)     # same length, other text
+
+
+def busy(folder_of):
+    """Another holder of the folder's lock (as a running train would be)."""
+    def prepare(tmp, good, monkeypatch):
+        folder = folder_of(tmp, good)
+        folder.mkdir(exist_ok=True)
+        held = open(folder / ".minimolkv.lock", "w")
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("minimolkv process 4242 on a-host, since 2026-01-01 00:00:00")
+        held.flush()
+        monkeypatch.setattr(sys.modules[__name__], "_held_lock", held, raising=False)   # held to the test's end
+    return prepare
 
 
 def api(fn):
@@ -297,10 +422,12 @@ CASES = [
         ("config.json a JSON list", lambda g: (g / "config.json").write_text("[]"),
          ("config.json holds a JSON list", "delete it")),
         ("config.json edited: window", lambda g: edit_copy(g, lambda m: {**m, "model": {**m["model"], "window": 2}}),
-         ("config.json was edited", "model.window: 2 in config.json, None in checkpoint.npz", "cannot be changed")),
+         ("config.json does not match checkpoint.npz", "model.window: 2 in config.json, None in checkpoint.npz",
+          "cannot be changed", "delete it")),
     ]],
     # --- compare ---------------------------------------------------------------------------------
-    Bad("compare diverging", ["compare", *SYN, "--context-len", "64", "--steps", "2", "--eval-every", "2", "--seeds", "1",
+    Bad("compare diverging", ["compare", *SYN_DENSE, "--context-len", "64", "--steps", "2", "--eval-every", "2",
+                              "--seeds", "1",
                               "--entries", "dense", "--lr", "1e300", "--out", "{tmp}/c"],
         ("dense, seed 0", "became", "lower learning rate")),
     Bad("compare with no dense FFN", ["compare", *SYN, "--d-ff", "0", "--out", "{tmp}/c"],
@@ -310,6 +437,123 @@ CASES = [
         ("--save-params", "cannot be written"), write("f", b"x")),
     Bad("info heads not dividing", ["info", "--n-heads", "3"], ("n_heads=3", "divide")),
     Bad("gradcheck unknown check", ["gradcheck", "--only", "nope"], ("unknown check 'nope'", "choose from")),
+    # --- round 3: nothing lost -------------------------------------------------------------------
+    Bad("resume empty (an unset variable) with --overwrite", ["train", "--resume", "", "--overwrite"],
+        ("--resume is empty", "give a folder"), default_run_in_cwd),
+    Bad("out empty", [*TRAIN, "--out", ""], ("--out is empty",), default_run_in_cwd),
+    Bad("sample checkpoint empty", ["sample", "--checkpoint", ""], ("--checkpoint is empty",)),
+    Bad("compare save-params empty", ["compare", *SYN, "--out", "{tmp}/c", "--save-params", ""],
+        ("--save-params is empty",)),
+    Bad("out holds the user's config.json, metrics.csv, loss.png", [*TRAIN, "--out", "{tmp}/mine"],
+        ("--out", "config.json, metrics.csv, loss.png", "would be overwritten", "--overwrite"),
+        files_of(["config.json", "metrics.csv", "loss.png", "notes.txt"])),
+    Bad("out holds the user's metrics.csv only", [*TRAIN, "--out", "{tmp}/mine"], ("metrics.csv", "--overwrite"),
+        files_of(["metrics.csv"])),
+    Bad("resume elsewhere into the user's loss.png",
+        ["train", "--resume", "{good}", "--steps", "6", "--out", "{tmp}/mine"], ("loss.png", "--overwrite"),
+        files_of(["loss.png"])),
+    Bad("compare out holds results",
+        ["compare", *SYN_DENSE, "--entries", "dense", "--seeds", "1", "--out", "{tmp}/mine"],
+        ("results.md", "results.csv", "would be overwritten", "--overwrite"),
+        files_of(["results.md", "results.csv"])),
+    Bad("compare save-params holds parameters", ["compare", *SYN_DENSE, "--entries", "dense", "--seeds", "1", "--out",
+                                                 "{tmp}/c", "--save-params", "{tmp}/mine"],
+        ("dense-seed0.npz", "--overwrite"), files_of(["dense-seed0.npz"])),
+    Bad("overwrite a run, diverging before the first save", [*TRAIN, "--lr", "1e300", "--out", "{good}", "--overwrite"],
+        ("became", "no checkpoint was written", "is unchanged")),
+    Bad("overwrite a run, Ctrl-C before the first save", [*TRAIN, "--out", "{good}", "--overwrite"],
+        ("interrupted at step 0", "the run already in", "is unchanged"), interrupt_at_batch(1), code=130),
+    # --- round 3: one writer per folder ----------------------------------------------------------
+    Bad("resume a run another process is training", ["train", "--resume", "{good}", "--steps", "6"],
+        ("--out", "is in use by minimolkv process 4242", "wait for it"), busy(lambda tmp, good: good)),
+    Bad("out in use by another process", [*TRAIN, "--out", "{tmp}/busy"], ("--out", "process 4242", "another --out"),
+        busy(lambda tmp, good: tmp / "busy")),
+    Bad("compare out in use", ["compare", *SYN, "--out", "{tmp}/busy"], ("--out", "process 4242"),
+        busy(lambda tmp, good: tmp / "busy")),
+    Bad("the lock file a link to the user's file", [*TRAIN, "--out", "{tmp}/o"], ("lock file", "a link"),
+        lambda tmp, good, mp: ((tmp / "mine.txt").write_text("mine"), (tmp / "o").mkdir(),
+                               (tmp / "o" / files.LOCK).symlink_to(tmp / "mine.txt"))),
+    # --- round 3: options that mean nothing ------------------------------------------------------
+    Bad("variant for a MoLE model", ["train", "--data", "synthetic", "--vocab", "64", *BASE, "--kind", "mole",
+                                     "--variant", "recency", "--out", "{tmp}/o"],
+        ("--variant means nothing for --kind mole", "only molkv", "drop it")),
+    Bad("top-k for a MoLKV model",
+        [*TRAIN, "--kind", "molkv", "--variant", "joint", "--top-k", "1", "--out", "{tmp}/o"],
+        ("--top-k means nothing for --kind molkv", "only moe")),
+    Bad("experts for a dense model", ["train", "--data", "synthetic", *BASE, "--kind", "dense", "--n-experts", "8",
+                                      "--out", "{tmp}/o"],
+        ("--n-experts means nothing for --kind dense",)),
+    Bad("window for MoE in info", ["info", "--kind", "moe", "--window", "4"], ("--window", "only molkv, ctxattn")),
+    Bad("d-key for MoLE in info", ["info", "--kind", "mole", "--d-key", "8"], ("--d-key", "--kind mole")),
+    Bad("compare top-k (its moe entry keeps 2)", ["compare", *SYN, "--top-k", "1", "--out", "{tmp}/c"],
+        ("--top-k means nothing for the entries", "drop it")),
+    Bad("compare window without an entry reading it",
+        ["compare", *SYN_DENSE, "--entries", "dense", "moe", "--window", "4", "--out", "{tmp}/c"],
+        ("--window means nothing for the entries dense moe", "only molkv, ctxattn")),
+    Bad("bench d-key for dense", ["bench", "--quick", "--kinds", "dense", "--d-key", "8"],
+        ("--d-key means nothing for the kinds dense",)),
+    Bad("vocab below the byte ids with BPE", ["train", "--data", "{tmp}/t.txt", "--vocab", "100", *TINY, "--out",
+                                              "{tmp}/o"], ("--vocab 100", "--vocab >= 256", "--tokenizer byte"),
+        write("t.txt", b"some text " * 50)),
+    Bad("overwrite a run resumed in its own folder", ["train", "--resume", "{good}", "--steps", "6", "--overwrite"],
+        ("--overwrite means nothing", "its own folder")),
+    Bad("sample top-k with greedy decoding", ["sample", "--checkpoint", "{good}", "--temperature", "0", "--top-k", "3"],
+        ("--top-k 3 means nothing", "--temperature 0")),
+    Bad("sample top-k past the vocabulary", ["sample", "--checkpoint", "{good}", "--top-k", "1000"],
+        ("--top-k 1000 means nothing", "64 token ids")),
+    Bad("vocab with the byte tokenizer", ["train", "--data", "{tmp}/t.txt", "--tokenizer", "byte", "--vocab", "300",
+                                          *TINY, "--out", "{tmp}/o"], ("--vocab means nothing", "byte", "256")),
+    Bad("tokenizer with synthetic data", [*TRAIN, "--tokenizer", "byte", "--out", "{tmp}/o"],
+        ("--tokenizer means nothing for --data synthetic",)),
+    Bad("resume after the data file was replaced", ["train", "--resume", "{tmp}/r", "--steps", "4"],
+        ("not the text this run was trained on", "restore it"), byte_run_then_new_text),
+    Bad("resume a float32 run labelled float64", ["train", "--resume", "{good}", "--steps", "6"],
+        ("settings.dtype is 'float64'", "float32"),
+        lambda tmp, good, mp: rewrite(good, meta=lambda m: m["settings"].__setitem__("dtype", "float64"))),
+    # --- round 3: no hang ------------------------------------------------------------------------
+    Bad("two million layers", [*TRAIN, "--n-layers", "2000000", "--out", "{tmp}/o"], ("n_layers=2000000", "of RAM")),
+    Bad("bench at sizes that cannot fit", ["bench", "--kinds", "dense", "--d-model", "100000000", "--n-heads", "1"],
+        ("d_model=100000000", "of RAM", "smaller sizes")),
+    # --- round 3: OS errors ----------------------------------------------------------------------
+    Bad("data without read permission", ["train", "--data", "{tmp}/t.txt", "--tokenizer", "byte", *TINY,
+                                         "--out", "{tmp}/o"], ("--data", "t.txt", "cannot be read", "permissions"),
+        unreadable),
+    Bad("data larger than the machine's RAM", ["train", "--data", "{tmp}/huge.txt", "--tokenizer", "byte", *TINY,
+                                               "--out", "{tmp}/o"], ("--data", "huge.txt", "of RAM", "smaller text file"),
+        data_larger_than_ram),
+    Bad("data too large for memory", ["train", "--data", "{tmp}/big.txt", "--tokenizer", "byte", *TINY,
+                                      "--out", "{tmp}/o"], ("--data", "big.txt", "out of memory", "smaller text file"),
+        out_of_memory_reading),
+    Bad("disk full at a fresh run's first save", [*TRAIN, "--out", "{tmp}/o"],
+        ("cannot write", "checkpoint.npz", "No space left on device", "free some disk space", "nothing was saved"),
+        os_error(errno.ENOSPC)),
+    Bad("disk full while a resumed run saves", ["train", "--resume", "{good}", "--steps", "6"],
+        ("checkpoint.npz", "No space left on device", "the last checkpoint (step 4)", "is intact"),
+        os_error(errno.ENOSPC)),
+    Bad("file-size limit below the checkpoint", ["train", "--resume", "{good}", "--steps", "6"],
+        ("File too large", "ulimit -f", "(step 4)", "is intact"), os_error(errno.EFBIG)),
+    Bad("disk full while overwriting a run", [*TRAIN, "--out", "{good}", "--overwrite"],
+        ("No space left on device", "the run already in", "is unchanged"), os_error(errno.ENOSPC)),
+    Bad("disk full while compare saves",
+        ["compare", "--data", "{tmp}/t.txt", "--tokenizer", "byte", *BASE, "--entries", "dense", "--seeds", "1",
+         "--steps", "2", "--eval-every", "2", "--out", "{tmp}/c"],
+        ("val_curves.png", "No space left on device", "free disk space"), full_disk_at_the_plot),
+    *[Bad(f"checkpoint: {name}", ["sample", "--checkpoint", "{good}", "--tokens", "2"], says,
+          (lambda damage: lambda tmp, good, mp: damage(good))(damage)) for name, damage, says in [
+        ("a member flagged encrypted", flag_encrypted, ("checkpoint.npz is damaged", "encrypted", "restore a copy")),
+        ("a quote of an .npy header changed", damaged_npy_header(b"'", b'"'), ("damaged .npy header", "checkpoint.npz")),
+        ("a bracket of an .npy header changed", damaged_npy_header(b"}", b"("),
+         ("damaged .npy header (TokenError)", "checkpoint.npz")),
+        ("3,000 unexpected arrays", lambda g: rewrite(g, arrays=lambda a: a.update(
+            {f"x{i}": np.zeros(1, np.uint8) for i in range(3_000)})), ("unexpected arrays", "and 2,997 more")),
+        ("tables of other parameters", other_tables(scale=2.0), ("does not hold these parameters' table", "delete",
+                                                                 "rebuilt")),
+        ("tables.json naming other parameters", other_tables(manifest="0123456789ab"),
+         ("tables.json", "another model", "delete", "rebuilt")),
+    ]],
+    Bad("a MoLE checkpoint.npz dropped into a MoLKV folder", ["sample", "--checkpoint", "{good}"],
+        ("config.json does not match checkpoint.npz", "model.kind: 'molkv' in config.json, 'mole' in checkpoint.npz"),
+        mole_checkpoint_dropped_in),
     # --- the API ---------------------------------------------------------------------------------
     Bad("Settings(lr=inf)", api(lambda tmp, good: train.Settings(lr=float("inf"))), ("lr", "finite number > 0")),
     Bad("Settings(clip=nan)", api(lambda tmp, good: train.Settings(clip=float("nan"))), ("clip", "finite")),
@@ -335,8 +579,8 @@ CASES = [
         ("this model needs about", "this machine has 1.0 MiB of RAM")),
     Bad("train on data shorter than the context", api(lambda tmp, good: train.train(
         *_short_run(), log=lambda line: None)), ("validation part", "context_len + 1 = 33")),
-    Bad("load a checkpoint with a lying header", api(lambda tmp, good: (lying_header(good), checkpoint.load(good))),
-        ("header promises",)),
+    Bad("load a checkpoint with a lying header", api(lambda tmp, good: checkpoint.load(good)),
+        ("header promises",), lambda tmp, good, mp: lying_header(good)),
 ]
 
 
@@ -352,7 +596,7 @@ def _short_run():
 def trained(tmp_path_factory):
     """A tiny MoLKV run on the synthetic task, 4 steps (checkpoints at 2 and 4)."""
     folder = tmp_path_factory.mktemp("good") / "run"
-    assert main([*TRAIN, "--out", str(folder)]) == 0
+    assert main([*TRAIN, "--variant", "joint", "--out", str(folder)]) == 0
     return folder
 
 
@@ -376,6 +620,7 @@ def test_a_bad_input_is_one_clear_line(case, trained, tmp_path, capsys, monkeypa
     shutil.copytree(trained, good)
     if case.prepare:
         case.prepare(tmp_path, good, monkeypatch)
+    owned = hashes(tmp_path)                                 # what the user has before the command
     if callable(case.run):
         with pytest.raises((ValueError, TypeError, FileNotFoundError)) as info:
             case.run(tmp_path, good)
@@ -391,6 +636,21 @@ def test_a_bad_input_is_one_clear_line(case, trained, tmp_path, capsys, monkeypa
         message = lines[0]
     for words in case.says:
         assert words in message, message
+    assert len(message) <= 700, message                      # one line of bounded length
+    monkeypatch.undo()                                       # (reading the files back needs the real os)
+    after = hashes(tmp_path)
+    changed = sorted(str(p.relative_to(tmp_path)) for p in owned if after.get(p) != owned[p])
+    assert not changed, f"files the user had were changed or removed: {changed}"
+
+
+def hashes(folder):
+    """{path: sha1} of every readable regular file under folder (a FIFO is never opened),
+    but for the lock files, which name the last process that held them."""
+    def sha1(path):
+        with open(path, "rb") as f:                          # (not Path.read_bytes: some rows patch it)
+            return hashlib.sha1(f.read()).hexdigest()
+    return {p: sha1(p) for p in folder.rglob("*")
+            if p.is_file() and not p.is_symlink() and os.access(p, os.R_OK) and p.name != files.LOCK}
 
 
 def test_the_table_is_large_and_covers_every_command():

@@ -9,6 +9,7 @@ stderr naming the option and what is allowed, checked before any work where it
 can be (sizes against the machine's RAM, --out, the data); 130 Ctrl-C.
 """
 
+import contextlib
 import os
 import sys
 import time
@@ -23,7 +24,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 from minimolkv.tools.cli_train import MAX_SAMPLE_TOKENS, PROG, check_memory, cmd_sample, cmd_train, data_spec, \
     fail, largest_vocab
 from minimolkv.tools.options import Parser, add_config_args, add_kinds_arg, add_training_args, \
-    compare_entries, config_from_args, non_negative_float, non_negative_int, positive_int, settings_from_args
+    compare_entries, config_from_args, non_negative_float, non_negative_int, positive_int, refuse_unused, \
+    settings_from_args
 
 
 # ----------------------------------------------------------------------------
@@ -69,23 +71,33 @@ def cmd_compare(args):
     import dataclasses
 
     from minimolkv import train
-    from minimolkv.files import writable_folder
+    from minimolkv.files import bounded_list, folder_lock, writable_folder
     from minimolkv.tools import compare
 
     base = config_from_args(args, args.parser)
     settings = settings_from_args(args)
+    configs = []
     for entry in args.entries:                                   # every entry's config, before any work
         try:
-            config = compare.config_for(entry, dataclasses.replace(base, vocab_size=largest_vocab(args)))
+            configs.append(compare.config_for(entry, dataclasses.replace(base, vocab_size=largest_vocab(args))))
         except (TypeError, ValueError) as err:
             fail(args, f"the sizes given leave the entry {entry!r} invalid: {err}")
-        check_memory(args, config, settings.batch_size, settings.dtype)
+        check_memory(args, configs[-1], settings.batch_size, settings.dtype)
+    refuse_unused(args, args.parser, configs, f"the entries {' '.join(args.entries)}")
     for option, folder in (("--out", args.out), ("--save-params", args.save_params)):
         if folder is not None:
             try:
                 writable_folder(folder, option)
+                args.cleanup.enter_context(folder_lock(folder, option))   # one writer per folder
             except ValueError as err:
                 fail(args, str(err))
+    theirs = [os.path.join(args.out, name) for name in compare.FILES] + [
+        os.path.join(args.save_params, f"{entry}-seed{k}.npz") for entry in args.entries for k in range(args.seeds)
+        if args.save_params is not None]
+    theirs = [path for path in theirs if os.path.lexists(path)]
+    if theirs and not args.overwrite:                            # nothing the user has is replaced unasked
+        fail(args, f"{bounded_list(theirs)} would be overwritten; choose another --out (or --save-params), "
+                   "or add --overwrite to replace them")
     spec = data_spec(args)
     seeds = list(range(args.seeds))
     print(f"Comparing {', '.join(args.entries)} on {args.data}: {settings.steps} steps, seeds {seeds}",
@@ -114,13 +126,20 @@ def cmd_compare(args):
 # ----------------------------------------------------------------------------
 
 def cmd_bench(args):
+    import dataclasses
+
     from minimolkv.tools import bench, bench_report
 
     quick = {k: v for k, v in bench.QUICK_SIZES.items() if args.quick and getattr(args, k) is None}
     config = config_from_args(args, args.parser, **quick)
+    refuse_unused(args, args.parser, [dataclasses.replace(config, kind=k) for k in args.kinds],
+                  f"the kinds {' '.join(args.kinds)}")
+    measure = bench.QUICK if args.quick else bench.BenchSettings()
+    for kind in args.kinds:                                      # sizes that cannot fit: refused up front
+        check_memory(args, dataclasses.replace(config, kind=kind), measure.batch_size, "float32")
     print(f"Benchmarking {', '.join(args.kinds)}{' (quick, tiny sizes)' if args.quick else ''}; "
           "this takes about a minute without --quick.", flush=True)
-    results = bench.run(config, bench.QUICK if args.quick else bench.BenchSettings(), kinds=args.kinds,
+    results = bench.run(config, measure, kinds=args.kinds,
                         log=lambda line: print(line, flush=True))
     print("\n" + bench_report.format_report(results))
     return 0
@@ -207,6 +226,8 @@ def build_parser():
     p.add_argument("--out", default="runs/compare", metavar="DIR", help="where the tables and plot go")
     p.add_argument("--save-params", default=None, metavar="DIR",
                    help="also keep every run's final parameters here (<entry>-seed<k>.npz)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results (and saved parameters) already there (without it, compare refuses)")
     p.set_defaults(func=cmd_compare, parser=p)
 
     p = sub.add_parser("bench", help="speed of the train step, LUT inference and decoding, per kind",
@@ -248,20 +269,31 @@ def main(argv=None):
     args.given = {k for k, v in vars(args).items()                      # the options typed (0 too:
                   if v is not None and v is not False                   # `0 == False`, so no `not in`)
                   and k not in ("func", "parser", "argv", "command")}
+    for name in ("out", "resume", "checkpoint", "save_params"):            # an unset shell variable:
+        if isinstance(getattr(args, name, None), str) and not getattr(args, name).strip():   # never a default
+            args.parser.error(f"--{name.replace('_', '-')} is empty; give a folder (was a shell variable unset?)")
     for name, value in DEFAULTS.items():
         if getattr(args, name, "absent") is None:
             setattr(args, name, value)
+    args.cleanup = contextlib.ExitStack()            # what a command holds to its end (train: the folder lock)
     try:
-        return args.func(args)
+        with args.cleanup:
+            return args.func(args)
     except KeyboardInterrupt:                        # train prints its own line (where to resume)
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
     except MemoryError as err:                       # the estimates refuse most of these up front
-        print(f"{PROG} {args.command}: error: out of memory ({err}); use smaller sizes", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: out of memory ({str(err)[:100] or 'no detail'}); use smaller "
+              "sizes (--batch-size, --context-len, --d-model, ...) or smaller --data", file=sys.stderr)
         return 2
     except BrokenPipeError:                          # e.g. `sample ... | head`: the reader left
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit either
         return 0
+    except OSError as err:                           # the commands name most paths first; the rest:
+        path = f"{os.fspath(err.filename)!r}: " if err.filename else ""
+        print(f"{PROG} {args.command}: error: {path}{err.strerror or err}; check that path's permissions "
+              "and the free disk space", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from minimolkv.tools.progress import Progress
 
 PROG = "python -m minimolkv"
 MAX_SAMPLE_TOKENS = 1_000_000           # sample --tokens: minutes of decoding, a few MiB of ids
+DATA_BYTES_PER_BYTE = 12                # reading --data: its bytes, the text, int64 ids (8 per byte at worst)
 
 
 def fail(args, message):
@@ -26,35 +27,73 @@ def fail(args, message):
     args.parser.error(message)
 
 
+OURS = ("checkpoint.npz", "config.json", "metrics.csv", "loss.png")    # the files train writes in --out
+
+
 def check_out(args, out, resume=None):
-    """--out must be a folder we can write, and must not hold another run unless --overwrite
-    (two runs of different sizes would clobber each other). Checked before any work."""
+    """--out must be a folder we can write, not in use by another process (its lock is
+    taken here and held to the end), and must hold neither another run nor files of the
+    names train writes that no run wrote -- unless --overwrite. Checked before any work."""
     from minimolkv import checkpoint
-    from minimolkv.files import writable_folder
-    if resume is None or os.path.abspath(out) != os.path.abspath(resume):
-        step = checkpoint.holds_run(out) if os.path.isdir(out) else None
-        if step is not None and not args.overwrite:
-            fail(args, f"--out {out!r} already holds a run (step {step}); continue it with --resume {out}, "
-                       "choose another --out, or add --overwrite to replace it")
+    from minimolkv.files import folder_lock, writable_folder
     try:
         writable_folder(out, "--out")
+        args.cleanup.enter_context(folder_lock(out, "--out"))            # one writer per run folder
     except ValueError as err:
         fail(args, str(err))
+    if resume is not None and same_folder(out, resume) or args.overwrite:
+        return
+    step = checkpoint.holds_run(out)
+    if step is not None:
+        fail(args, f"--out {out!r} already holds a run (step {step}); continue it with --resume {out}, "
+                   "choose another --out, or add --overwrite to replace it")
+    theirs = [name for name in OURS if os.path.lexists(os.path.join(out, name))]
+    if theirs:
+        fail(args, f"--out {out!r} holds {', '.join(theirs)} but no run of train: these would be "
+                   "overwritten; choose another --out, or add --overwrite to replace them")
+
+
+def same_folder(a, b):
+    """Do two folder names name one folder (through symlinks, ./ and ../ too)?"""
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def clear_old_run(folder):
-    """--overwrite: remove the files of the run in `folder` (only those train and sample
-    write), so the folder never mixes two runs."""
+    """--overwrite, once the new run's first checkpoint is committed: remove what is left
+    of the old run (its copies config.json and metrics.csv, which the save writes anew
+    next, its loss curve and lookup tables), so the folder never mixes two runs, not even
+    after a kill between the two. Until then the old run is whole."""
     import shutil
 
-    from minimolkv import checkpoint, lut
-    for name in checkpoint.FILES + ("loss.png",):
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            os.remove(path)
+    from minimolkv import lut
+    for name in OURS[1:]:
+        if os.path.isfile(os.path.join(folder, name)):
+            os.remove(os.path.join(folder, name))
     for entry in os.listdir(folder):
         if lut.is_tables_dir(os.path.join(folder, entry)):
             shutil.rmtree(os.path.join(folder, entry))
+
+
+def kept(run, out):
+    """What is on disk for the user when a run stops early: the last checkpoint, or the
+    old run --overwrite has not yet replaced, or nothing."""
+    last = run.last_checkpoint
+    if last:
+        return f"the last checkpoint (step {last['step']}) in {last['folder']!r} is intact"
+    if run.on_first_save is not None:
+        return f"the run already in {out!r} is unchanged"
+    return "nothing was saved"
+
+
+def save_failed(run, out, err):
+    """The one line for an OS error while saving: the path, the cause, what to do, what is intact."""
+    import errno
+    todo = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some of your disk quota",
+            errno.EFBIG: "raise the file-size limit (ulimit -f) or use smaller sizes",
+            errno.EACCES: "check the folder's permissions", errno.EPERM: "check the folder's permissions",
+            errno.EROFS: "give an --out on a writable disk"}.get(err.errno, "check the folder and the disk")
+    where = err.filename or out
+    return f"cannot write {os.fspath(where)!r} ({err.strerror or err}); {todo}; {kept(run, out)}"
 
 
 def check_memory(args, config, batch_size, dtype):
@@ -70,11 +109,21 @@ def check_memory(args, config, batch_size, dtype):
 
 def load_data(args, spec, context_len):
     """The dataset of `spec`, checked to hold a window of context_len; problems exit 2."""
+    from minimolkv import memory
     from minimolkv.data import check_fits
+    from minimolkv.files import format_bytes
+    size, ram = os.path.getsize(spec.name) if os.path.isfile(spec.name) else 0, memory.ram_bytes()
+    if ram and DATA_BYTES_PER_BYTE * size > ram:                     # before reading a byte of it
+        fail(args, f"--data {spec.name}: a {format_bytes(size)} file needs about "
+                   f"{format_bytes(DATA_BYTES_PER_BYTE * size)} of memory to read and tokenize but this machine "
+                   f"has {format_bytes(ram)} of RAM; use a smaller text file")
     try:
         dataset = spec.load()
     except (FileNotFoundError, ValueError, UnicodeDecodeError) as err:
         fail(args, f"--data {spec.name}: {err}")
+    except MemoryError:                                  # a huge file under a memory limit
+        fail(args, f"--data {spec.name}: out of memory while reading and tokenizing it"
+                   + (f" ({size / 2**30:.1f} GiB file)" if size else "") + "; use a smaller text file")
     try:
         check_fits(dataset, context_len)
     except ValueError as err:
@@ -83,9 +132,20 @@ def load_data(args, spec, context_len):
 
 
 def data_spec(args):
+    """The DataSpec of the options; --tokenizer with synthetic data (ids already) and --vocab
+    with the byte tokenizer (always 256 ids) mean nothing and are refused."""
     from minimolkv import train
+    text = args.data != "synthetic"
+    for option, pointless in (("tokenizer", not text), ("vocab", text and args.tokenizer == "byte")):
+        if pointless and option in args.given:
+            fail(args, f"--{option} means nothing " + ("for --data synthetic (its tokens are ids already)"
+                                                       if option == "tokenizer" else
+                                                       "with --tokenizer byte (always 256 ids)") + "; drop it")
+    if text and args.tokenizer == "bpe" and args.vocab < 256:
+        fail(args, f"--vocab {args.vocab}: a BPE vocabulary holds the 256 byte ids and its merges; give "
+                   "--vocab >= 256 (or --tokenizer byte)")
     try:
-        return train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab)
+        return train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=largest_vocab(args))
         # (the synthetic task's own seed stays 0: --seed sets the initialisation and the batch
         # order only, as in compare, so runs of different seeds train on the same task)
     except (TypeError, ValueError) as err:
@@ -110,13 +170,15 @@ def cmd_train(args):
 
     from minimolkv import checkpoint, train
     from minimolkv.params import format_counts
-    from minimolkv.tools import plots
 
-    if args.resume:
+    if args.resume is not None:
         extra = sorted(args.given - {"resume", "steps", "out", "overwrite"})
         if extra:
             fail(args, f"--resume continues the run as it was saved: drop --{extra[0].replace('_', '-')} "
                        "(only --steps, --out and --overwrite go with --resume)")
+        if args.overwrite and same_folder(args.out or args.resume, args.resume):
+            fail(args, "--overwrite means nothing when the run continues in its own folder (it replaces the "
+                       "run in another --out); drop it")
         try:
             run = checkpoint.load(args.resume)
         except (FileNotFoundError, ValueError) as err:
@@ -135,6 +197,7 @@ def cmd_train(args):
             checkpoint.check_same_tokenizer(run, dataset)
         except ValueError as err:
             fail(args, str(err))
+        run.data = dataclasses.replace(run.data, digest=dataset.digest())     # (older runs have none)
     else:
         settings = settings_from_args(args)                      # bad options fail before any work
         largest = config_from_args(args, args.parser, vocab_size=largest_vocab(args))
@@ -144,10 +207,11 @@ def cmd_train(args):
         check_out(args, out)
         print(f"Loading data: {args.data} ...", flush=True)
         dataset = load_data(args, spec, largest.context_len)
+        spec = dataclasses.replace(spec, digest=dataset.digest())        # resuming checks the data is the same
         config = config_from_args(args, args.parser, vocab_size=dataset.tokenizer.vocab_size)
         run = train.new_run(config, settings, spec, dataset)
-    if args.overwrite and not (args.resume and os.path.abspath(out) == os.path.abspath(args.resume)):
-        clear_old_run(out)                                       # every check passed: now replace it
+    if args.overwrite and not (args.resume and same_folder(out, args.resume)):
+        run.on_first_save = lambda: clear_old_run(out)        # the old run stays whole until then
     print(dataset.description)
     print(format_counts(run.config))
     print(f"Training {run.settings.steps} steps of {run.settings.batch_size} x "
@@ -157,12 +221,28 @@ def cmd_train(args):
         train.train(run, dataset, out_dir=out, log=progress.keep, status=progress.update)
     except train.TrainingDiverged as err:
         progress.close()
-        print(f"{PROG} train: error: {err}", file=sys.stderr)
+        unchanged = f" The run already in {out!r} is unchanged." if run.on_first_save is not None else ""
+        print(f"{PROG} train: error: {err}{unchanged}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         progress.close()
         print(interrupted(run, out), file=sys.stderr)
         return 130
+    except OSError as err:                                       # a full disk, a file-size limit, ...
+        print(f"{PROG} train: error: {save_failed(run, out, err)}", file=sys.stderr)
+        return 2
+    try:
+        return report(run, dataset, out)
+    except OSError as err:                                       # the plot or the tables: the run is saved
+        print(f"{PROG} train: error: {save_failed(run, out, err)}", file=sys.stderr)
+        return 2
+
+
+def report(run, dataset, out):
+    """After training: the loss curve, the final numbers and a sample."""
+    from minimolkv import train
+    from minimolkv.tools import plots
+
     plot = os.path.join(out, "loss.png")
     plots.loss_curves({run.config.kind: run.metrics}, path=plot,
                       title=f"{run.config.kind} on {run.data.name}")
@@ -185,13 +265,13 @@ def interrupted(run, out):
     read too: Ctrl-C may have come just after a save committed, before the run noted it."""
     from minimolkv import checkpoint
     last, steps = run.last_checkpoint, run.settings.steps
-    on_disk = checkpoint.holds_run(out)
+    on_disk = None if run.on_first_save is not None else checkpoint.holds_run(out)   # (else: the old run's)
     if isinstance(on_disk, int) and (last is None or (os.path.abspath(last["folder"]), last["step"])
                                      != (os.path.abspath(out), on_disk)):
         last = {"folder": out, "step": on_disk, "steps": steps}        # this run's save, just committed
     if last is None:
         return (f"interrupted at step {run.step}, before the first checkpoint (due at step "
-                f"{min(run.settings.eval_every, steps)}); nothing was saved")
+                f"{min(run.settings.eval_every, steps)}); {kept(run, out)}")
     again = f"{PROG} train --resume {last['folder']}"
     if last["steps"] != steps:                                          # resumed with a new --steps
         again += f" --steps {steps}"
@@ -236,6 +316,10 @@ def cmd_sample(args):
         run = checkpoint.load(args.checkpoint)
     except (FileNotFoundError, ValueError) as err:
         fail(args, str(err))
+    if args.top_k is not None and (args.temperature == 0 or args.top_k > run.config.vocab_size):
+        fail(args, f"--top-k {args.top_k} means nothing " + (
+            "with --temperature 0 (greedy: always the most likely)" if args.temperature == 0 else
+            f"for this model's {run.config.vocab_size} token ids") + "; drop it or give a smaller one")
     prompt = run.prompt if args.prompt is None else args.prompt
     if not prompt.strip():
         fail(args, "--prompt is empty; give some text to continue (or leave --prompt out)")

@@ -167,6 +167,9 @@ def markdown_table(rows):
     return "\n".join(lines)
 
 
+FILES = ("results.md", "results.csv", "runs.csv", "val_curves.png")     # what save writes
+
+
 def save(runs, rows, curves, references, folder, title, command):
     """results.md, results.csv (one row per entry), runs.csv (one row per run) and
     val_curves.png in `folder`; returns their paths."""

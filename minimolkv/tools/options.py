@@ -116,9 +116,37 @@ def settings_from_args(args):
         args.parser.error(str(err))
 
 
+EXPERT_OPTIONS = ("n_experts", "d_expert", "d_key", "window", "variant", "top_k")   # read by some kinds only
+
+
+def readers(name):
+    """The kinds whose block reads the Config field `name` (model.BLOCKS says which)."""
+    from minimolkv.model import BLOCKS, KINDS
+    return [k for k in KINDS if k in BLOCKS and name in BLOCKS[k].init_args + BLOCKS[k].options]
+
+
+def refuse_unused(args, parser, configs=None, what=None):
+    """An expert option that none of the models of the command reads (--variant with
+    --kind mole, --top-k with molkv, ...) is refused: it would change nothing yet be saved
+    in the run's config. configs: those models (default: the one of --kind); what names them."""
+    kind = getattr(args, "kind", None)
+    if configs is None:
+        if kind is None:
+            return
+        configs, what = [None], f"--kind {kind}"
+    for name in EXPERT_OPTIONS:
+        if name in getattr(args, "given", ()) and not any(
+                (c.kind if c else kind) in readers(name) and (c is None or getattr(c, name) == getattr(args, name))
+                for c in configs):                        # (compare's moe entry sets its own d_expert, top_k)
+            parser.error(f"--{name.replace('_', '-')} means nothing for {what} (only {', '.join(readers(name))} "
+                         "read it); drop it")
+
+
 def config_from_args(args, parser, **overrides):
-    """A Config from the parsed options; an invalid combination is a one-line error (exit 2)."""
+    """A Config from the parsed options; an invalid combination, or an option the kind does
+    not use, is a one-line error (exit 2)."""
     from minimolkv.model import Config
+    refuse_unused(args, parser)
     sizes = {k: getattr(args, k) for k in CONFIG_ARGS + ("variant",) if getattr(args, k, None) is not None}
     sizes.update(overrides)
     try:
