@@ -14,7 +14,8 @@ that raises NotImplementedError; the cell after it calls `check(...)`:
 
 The attempt is fair-tested: every call gets copies of its array arguments (so
 the check's own arrays, and the references it computed first, stay intact),
-and an attempt that writes into its arguments fails, naming the argument.
+and an attempt that writes into its arguments fails, naming the argument --
+except an upstream gradient a backward may consume (check's may_change).
 
 Each lesson's questions about its pictures are answered here too, out of
 sight until asked for: reveal("02-q1") prints one.
@@ -36,14 +37,17 @@ class StudentError(AssertionError):
     """An exception raised inside the student's function, as one readable line."""
 
 
-def check(name, attempt, reference, test):
+def check(name, attempt, reference, test, *, may_change=()):
     """Run test(attempt); return what the lesson goes on with (the attempt, or the
     reference when the stub is untouched). test(f) asserts; it gets the function
-    (or the tuple of functions), guarded: see guarded()."""
+    (or the tuple of functions), guarded: see guarded(). may_change names the
+    reference's arguments the function may overwrite: an upstream gradient a
+    backward consumes (dP -= ...; dP *= P is a right answer), never a forward input."""
+    free = _positions(reference, may_change)
     try:
-        test(guarded(attempt))
+        test(guarded(attempt, free))
     except NotImplementedError:
-        test(guarded(reference))                         # the reference must pass its own test
+        test(guarded(reference, free))                   # the reference must pass its own test
         print(f"{name}: not attempted -- using the reference solution. "
               "Replace the stub's `raise NotImplementedError` with your code and run both cells again.")
         return reference
@@ -55,12 +59,21 @@ def check(name, attempt, reference, test):
     return attempt
 
 
-def guarded(attempt):
+def _positions(reference, names):
+    """The positions of the named parameters of `reference` (a function)."""
+    if not names:
+        return frozenset()
+    params = list(inspect.signature(reference).parameters)
+    return frozenset(params.index(n) for n in names)
+
+
+def guarded(attempt, free=frozenset()):
     """The attempt (a function, or a tuple of them), called on copies of its arguments:
-    an argument changed in place fails the check by name, and an exception it raises
-    becomes a StudentError naming its type, its message and the line that raised it."""
+    an argument changed in place fails the check by name (except the positions in
+    `free`), and an exception it raises becomes a StudentError naming its type, its
+    message and the line that raised it."""
     if isinstance(attempt, tuple):
-        return tuple(guarded(f) for f in attempt)
+        return tuple(guarded(f, free) for f in attempt)
     try:
         names = list(inspect.signature(attempt).parameters)
     except (TypeError, ValueError):
@@ -76,7 +89,7 @@ def guarded(attempt):
         except Exception as err:
             raise StudentError(f"{type(err).__name__}: {err}{_where(err, attempt)}") from None
         given = [(names[i] if i < len(names) else f"argument {i + 1}", a, c)
-                 for i, (a, c) in enumerate(zip(args, copies))]
+                 for i, (a, c) in enumerate(zip(args, copies)) if i not in free]
         for label, before, after in given + [(k, kwargs[k], kw_copies[k]) for k in kwargs]:
             changed = _changed(before, after, label)
             if changed:
