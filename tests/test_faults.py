@@ -83,7 +83,7 @@ def test_overwrite_replaces_the_old_run_only_when_the_new_one_first_saves(tmp_pa
     assert main(["train", *TINY, "--steps", "4", "--eval-every", "2", "--lr", "0.01", "--overwrite",
                  "--out", str(out)]) == 0
     assert at_commit[0] == old                                # whole until the first save's commit
-    assert checkpoint.load(out)["settings"].lr == 0.01 and checkpoint.load(out)["step"] == 4
+    assert checkpoint.load(out).settings.lr == 0.01 and checkpoint.load(out).step == 4
     assert (out / "loss.png").read_bytes() != old["loss.png"]  # the new run's curve
 
 
@@ -102,7 +102,7 @@ def test_a_kill_right_after_the_overwriting_commit_leaves_a_folder_that_loads(tm
     assert main(["train", *TINY, "--steps", "2", "--eval-every", "2", "--d-ff", "16", "--overwrite",
                  "--out", str(out)]) == 130
     monkeypatch.undo()
-    assert checkpoint.load(out)["config"].d_ff == 16             # the new run, and it loads
+    assert checkpoint.load(out).config.d_ff == 16             # the new run, and it loads
 
 
 def test_lookup_tables_are_built_with_the_usual_permissions(tmp_path, capsys):
