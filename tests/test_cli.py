@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from minimolkv.__main__ import main
 
 
@@ -86,3 +88,16 @@ def test_d_ff_zero_means_no_dense_ffn(tmp_path, capsys):
     from minimolkv import checkpoint
     names = checkpoint.load(tmp_path).params
     assert not any(".ffn." in k for k in names) and any(".mole." in k for k in names)   # no dense FFN built
+
+
+def test_presets_name_the_experiments_sizes_and_a_typed_size_wins(capsys):
+    """--preset large is E1's large size; a size typed as well overrides the preset's."""
+    assert main(["info", "--kind", "dense", "--preset", "large"]) == 0
+    out = capsys.readouterr().out
+    assert "D=128 L=4" in out and "926,848" in out
+    assert main(["info", "--kind", "dense", "--preset", "xl", "--n-layers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "D=224 L=2" in out and "d_ff=896" in out
+    with pytest.raises(SystemExit) as stop:
+        main(["info", "--preset", "huge"])
+    assert stop.value.code == 2 and "--preset" in capsys.readouterr().err

@@ -215,9 +215,13 @@ def build_parser():
                                    "activated parameters matched as in the MoLE paper (MoE: top-2 "
                                    "of experts half the dense FFN size, no dense FFN; the control: a "
                                    "narrower dense FFN). Prints and saves tables (Markdown + CSV: "
-                                   "the whole validation split, 95%% intervals, paired differences "
+                                   "the whole validation split, 95 % intervals, paired differences "
                                    "to MoLE) and a plot of validation curves. docs/experiments.md "
-                                   "has the protocol.")
+                                   "has the protocols. E1 (default size): compare --seeds 5 --steps 1500. "
+                                   "E2 (each cell, one command per entry, merged by python -m "
+                                   "minimolkv.tools.e2): compare --preset xl --entries mole molkv-recency "
+                                   "control --seeds 3 --steps 400 (--preset large: also --steps 800; "
+                                   "--preset default: --seeds 5).")
     add_config_args(p, with_kind=False, with_vocab=False)
     add_training_args(p)
     p.add_argument("--seeds", type=positive_int, default=3, metavar="K", help="seeds per kind (default 3)")

@@ -28,13 +28,10 @@ import numpy as np
 from minimolkv import model, train
 from minimolkv.params import count_params
 from minimolkv.tools import compare
+from minimolkv.tools.options import PRESETS
 
 ENTRIES = ("mole", "molkv-recency", "control")
-SIZES = {   # E1's default and large sizes, and E2's third; every size keeps d_ff = 4D, F = d_ff/2, Dk = D/4
-    "default": dict(d_model=64, n_layers=2, d_ff=256, d_expert=128, d_key=16),
-    "large": dict(d_model=128, n_layers=4, d_ff=512, d_expert=256, d_key=32),
-    "xl": dict(d_model=224, n_layers=6, d_ff=896, d_expert=448, d_key=56),
-}
+SIZES = PRESETS                   # default, large (E1's) and xl (E2's): tools/options.py
 CELLS = ("default-400", "large-400", "xl-400", "large-800")     # <size>-<steps>
 PAIRS = {"recency − mole": ("molkv-recency", "mole"), "control − mole": ("control", "mole"),
          "recency − control": ("molkv-recency", "control")}              # label: (entry, against)

@@ -58,6 +58,15 @@ CONFIG_ARGS = ("vocab_size", "context_len", "d_model", "n_layers", "n_heads", "d
                "n_experts", "d_expert", "d_key", "window", "top_k")     # integers; --kind, --variant besides
 
 
+# Model sizes by name (--preset): E1's default and large sizes, E2's xl (docs/experiments.md).
+# Each keeps d_ff = 4 D, d_expert = d_ff / 2, d_key = D / 4; a size typed as well overrides the preset's.
+PRESETS = {
+    "default": dict(d_model=64, n_layers=2, d_ff=256, d_expert=128, d_key=16),     # 168,256 dense params
+    "large": dict(d_model=128, n_layers=4, d_ff=512, d_expert=256, d_key=32),      # 926,848
+    "xl": dict(d_model=224, n_layers=6, d_ff=896, d_expert=448, d_key=56),         # 3,859,296
+}
+
+
 def add_config_args(p, with_kind=True, with_vocab=True):
     """--kind, --variant and every size of model.Config; unset sizes keep Config's defaults.
     with_vocab=False where the data's tokenizer decides the vocabulary (train, compare)."""
@@ -68,6 +77,9 @@ def add_config_args(p, with_kind=True, with_vocab=True):
         p.add_argument("--variant", choices=VARIANTS, default=None,
                        help="MoLKV formulation (default recency, the one that beats MoLE in experiment E1; "
                             "joint reads the paper's abstract literally; docs/design.md 3.2)")
+    p.add_argument("--preset", choices=PRESETS, default=None,
+                   help="model sizes by name: default (E1's), large (E1's, 5.5x the dense parameters), "
+                        "xl (E2's, 4.2x large); a size typed as well overrides the preset's")
     defaults = Config()
     for name in CONFIG_ARGS:
         if name == "vocab_size" and not with_vocab:
@@ -147,7 +159,8 @@ def config_from_args(args, parser, **overrides):
     not use, is a one-line error (exit 2)."""
     from minimolkv.model import Config
     refuse_unused(args, parser)
-    sizes = {k: getattr(args, k) for k in CONFIG_ARGS + ("variant",) if getattr(args, k, None) is not None}
+    sizes = dict(PRESETS.get(getattr(args, "preset", None), {}))          # then the sizes typed
+    sizes.update({k: getattr(args, k) for k in CONFIG_ARGS + ("variant",) if getattr(args, k, None) is not None})
     sizes.update(overrides)
     try:
         return Config(kind=getattr(args, "kind", "dense"), **sizes)
