@@ -67,3 +67,14 @@ def test_a_notebook_that_raises_is_one_line_exit_1_and_left_as_it_was(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert "raised ZeroDivisionError: division by zero (not written)" in err and "\n" not in err
     assert path.read_bytes() == before
+
+
+def test_every_committed_lesson_is_in_the_regenerated_form(tmp_path):
+    """A lesson saved any other way (Jupyter's random ids, widget state) would change the file
+    at its next regeneration though no output changed: every committed one is in normal form."""
+    for path in sorted((ROOT / "lessons").glob("*.ipynb")):
+        copy = tmp_path / path.name
+        copy.write_bytes(path.read_bytes())
+        regenerate.regenerate(copy, run=False)
+        assert copy.read_bytes() == path.read_bytes(), (
+            f"{path.name} is not as lessons/regenerate.py writes it; run: python lessons/regenerate.py {path}")
