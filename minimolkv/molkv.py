@@ -261,7 +261,8 @@ def backward(dy, cache, *, check=True):
     """
     c = cache
     if check:
-        validate.gradient(dy, c.attend.P.shape[:2] + c.attend.v_flat.shape[-1:], c.attend.P.dtype)
+        validate.gradient(dy, c, (MolkvCache, GatedCache), "molkv.forward",
+                          lambda c: (c.attend.P.shape[:2] + c.attend.v_flat.shape[-1:], c.attend.P.dtype))
     if isinstance(c, GatedCache):
         return gated_backward(dy, c)
     grads = {}

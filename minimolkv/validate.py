@@ -13,9 +13,7 @@ import numpy as np
 FLOATS = (np.float32, np.float64)
 
 
-# ----------------------------------------------------------------------------
-# basic checks
-# ----------------------------------------------------------------------------
+# --- basic checks ---
 
 def array(x, name, ndim=None, shape=None, floating=False):
     """x must be an ndarray of `ndim` dims and, where given, `shape`; `shape` may
@@ -89,9 +87,7 @@ def one_of(value, name, choices):
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
-# ----------------------------------------------------------------------------
-# the blocks: sizes, parameters, inputs
-# ----------------------------------------------------------------------------
+# --- the blocks: sizes, parameters, inputs ---
 
 def init_args(dtype, variants=(), **sizes):
     """A block init's sizes (integers >= 1; `variant` one of `variants`) and float dtype."""
@@ -104,14 +100,31 @@ def init_args(dtype, variants=(), **sizes):
         raise ValueError(f"n_heads must divide d_model: got n_heads={sizes['n_heads']}, "
                          f"d_model={sizes['d_model']}")
     if np.dtype(dtype) not in FLOATS:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        raise TypeError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
 
 
-def gradient(dy, shape, dtype):
-    """A backward's upstream gradient: the forward output's shape and dtype."""
+def gradient(dy, cache, types, made_by, output):
+    """A backward's cache, one of `types` (the NamedTuples `made_by` returns) and whole, and its
+    upstream gradient dy of the forward output's shape and dtype, output(cache)."""
+    if not isinstance(cache, types):
+        names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+        raise TypeError(f"cache must be the {names} returned by {made_by}, got {type(cache).__name__}")
+    whole(cache, "cache")
+    shape, dtype = output(cache)
     array(dy, "dy", shape=shape)
     if dy.dtype != dtype:
         raise TypeError(f"dy has dtype {dy.dtype} but the forward ran in {dtype}")
+
+
+def whole(cache, name):
+    """Every field of a cache (a NamedTuple) declared an array or a cache holds one, nested caches too."""
+    for field, kind in type(cache).__annotations__.items():
+        value = getattr(cache, field)
+        if (kind is np.ndarray or hasattr(kind, "_fields")) and not isinstance(value, kind):
+            raise TypeError(f"{name}.{field} must be {kind.__name__}, got {type(value).__name__}; "
+                            "pass the cache its forward returned, unchanged")
+        if hasattr(kind, "_fields"):
+            whole(value, f"{name}.{field}")
 
 
 # Where each block's param_shapes(*sizes) reads its sizes: {block: (anchors {key: ndim}, sizes(params))}.
@@ -236,40 +249,47 @@ def molkv_lut(params, h, ids, luts, window, variant, variants, state_type, *, st
                                 step=step, extras=extras.get(variant))
     positive_int(window, "window", allow_none=True)
     if step:
-        decode_state(state, state_type, h.shape[0], dtype, {"k": (None, None, N, Dk), "v": (None, None, N, D)},
-                     {"window": window, "variant": variant})
+        decode_state(state, state_type, h.shape[0], dtype, (N, Dk, D), {"window": window, "variant": variant})
 
 
 def ctxattn_decode(params, h_t, state, window, param_shapes, state_type):
     """ctxattn.decode_step: h_t (B,D), and the state it returned, for the same batch and window."""
     D, dtype = block_input("ctxattn", params, param_shapes, h_t, name="h_t", window=window)
-    Dk = params["query"].shape[1]
-    decode_state(state, state_type, h_t.shape[0], dtype,
-                 {"k_buffer": (None, None, 1, Dk), "v_buffer": (None, None, 1, D)}, {"window": window})
+    decode_state(state, state_type, h_t.shape[0], dtype, (1, params["query"].shape[1], D), {"window": window})
 
 
-def decode_state(state, state_type, B, dtype, shapes, asked):
+def decode_state(state, state_type, B, dtype, sizes, asked):
     """A decode step's state: None or the `state_type` decode_step returned, for the same
-    batch B and options `asked` {field: value} (window, variant), holding `shapes`
-    {field: shape} (B and the length: the first field's) of `dtype`."""
+    batch B and options `asked` {field: value} (window, variant), holding k_buffer
+    (B,capacity,N,Dk) and v_buffer (B,capacity,N,D) of `dtype`, sizes = (N, Dk, D)."""
     if state is None:
         return
     if not isinstance(state, state_type):
         raise TypeError(f"state must be None or the {state_type.__name__} returned by decode_step")
-    first = getattr(state, next(iter(shapes)))
-    if first.shape[0] != B:
-        raise ValueError(f"state holds {first.shape[0]} sequences but h_t has {B}; "
+    room = buffered(state, "state", "k_buffer", 1).shape[:2]
+    if room[0] != B:
+        raise ValueError(f"state holds {room[0]} sequences but h_t has {B}; "
                          "start a new state (None) for a new batch")
     built = {k: getattr(state, k) for k in asked}
     if built != asked:
         raise ValueError(f"{', '.join(f'{k}={v!r}' for k, v in asked.items())} but state was built with "
                          f"{', '.join(f'{k}={v!r}' for k, v in built.items())}; use the same for every step")
-    for name, shape in shapes.items():
-        a = getattr(state, name)
-        array(a, f"state.{name}", shape=(B, first.shape[1]) + shape[2:])
-        if a.dtype != dtype:
-            raise TypeError(f"state holds {a.dtype} arrays (state.{name}) but the parameters are {dtype}; "
-                            "use one dtype")
+    for name, width in (("k_buffer", sizes[1]), ("v_buffer", sizes[2])):
+        array(getattr(state, name), f"state.{name}", shape=room + (sizes[0], width))
+        if getattr(state, name).dtype != dtype:
+            raise TypeError(f"state holds {getattr(state, name).dtype} arrays (state.{name}) but the parameters "
+                            f"are {dtype}; use one dtype")
+
+
+def buffered(state, name, buffer, axis):
+    """A decode state's `buffer` (4 dims) and its length: an integer in [0, the positions the buffer
+    holds on `axis`], where a step reads and appends. Returns the buffer."""
+    a, length = getattr(state, buffer), state.length
+    array(a, f"{name}.{buffer}", ndim=4)
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or not 0 <= length <= a.shape[axis]:
+        raise ValueError(f"{name}.length must be an integer in [0, {a.shape[axis]}] (the positions its buffers "
+                         f"hold), got {length!r}; pass the {name} decode_step returned, unchanged")
+    return a
 
 
 def attention_decode(kv, kv_type, x_t, n_heads, max_len):
@@ -279,6 +299,7 @@ def attention_decode(kv, kv_type, x_t, n_heads, max_len):
         return
     if not isinstance(kv, kv_type):
         raise TypeError("kv must be None or the KVCache returned by decode_step")
+    buffered(kv, "kv", "k_buffer", 2)
     array(kv.k, "kv.k", shape=(x_t.shape[0], n_heads, None, x_t.shape[1] // n_heads))
     array(kv.v, "kv.v", shape=kv.k.shape)
     if max_len is not None and kv.k.shape[2] >= max_len:
@@ -287,6 +308,6 @@ def attention_decode(kv, kv_type, x_t, n_heads, max_len):
 
 def cross_entropy(logits, targets):
     array(logits, "logits", floating=True)
-    if logits.ndim < 1 or logits.shape[-1] == 0:
-        raise ValueError(f"logits must have a last axis of V >= 1 classes, got shape {logits.shape}")
+    if logits.ndim < 1 or 0 in logits.shape:
+        raise ValueError(f"logits must be (..., V): at least one token and V >= 1 classes, got shape {logits.shape}")
     token_ids(targets, logits.shape[-1], "targets", shape=logits.shape[:-1])

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from minimolkv.validate import one_of, param_dict, positive_int, token_ids
+from minimolkv.validate import init_args, one_of, param_dict, positive_int, token_ids, whole
 
 
 def non_negative_int(value, name, note=""):
@@ -16,9 +16,7 @@ def non_negative_int(value, name, note=""):
         raise ValueError(f"{name} must be an integer >= 0{note}, got {value!r}")
 
 
-# ----------------------------------------------------------------------------
-# the model and generation: shapes come from the caller (model.param_shapes, lut_shapes)
-# ----------------------------------------------------------------------------
+# --- the model and generation: shapes come from the caller (model.param_shapes, lut_shapes) ---
 
 def config(c, kinds, variants):
     """A model.Config's fields: sizes >= 1, d_ff >= 0, a known kind and variant, heads dividing d_model."""
@@ -35,12 +33,26 @@ def config(c, kinds, variants):
         raise ValueError(f"top_k={c.top_k} must be <= n_experts={c.n_experts}")
 
 
-def model_cache(cache):
-    """model.backward needs the cache of a training-mode forward with targets."""
-    if cache is None:
-        raise ValueError("backward needs a training-mode forward (luts=None) with targets")
-    if cache.loss is None:
-        raise ValueError("backward needs a forward with targets (the loss)")
+def model_init(seed, dtype):
+    """model.init: a seed >= 0 (None: fresh entropy) and a float dtype, as every block's init."""
+    if seed is not None:
+        non_negative_int(seed, "seed")
+    init_args(dtype)
+
+
+def model_cache(cache, cache_type, dloss):
+    """model.backward: the whole `cache_type` of a training-mode forward with targets, a finite dloss."""
+    if not isinstance(cache, cache_type) or cache.loss is None:
+        got = "one without targets (loss None)" if isinstance(cache, cache_type) else type(cache).__name__
+        raise TypeError(f"cache must be the {cache_type.__name__} of a training-mode model.forward (luts=None) "
+                        f"with targets, got {got}")
+    whole(cache, "cache")
+    if not isinstance(cache.layers, list) or len(cache.layers) != cache.config.n_layers:
+        raise ValueError(f"cache.layers must hold one cache per layer ({cache.config.n_layers}); pass the cache "
+                         "forward returned, unchanged")
+    for l, layer in enumerate(cache.layers):
+        whole(layer, f"cache.layers[{l}]")
+    _number(dloss, "dloss", "a finite number", lambda v: True)
 
 def model_params(params, config, expected):
     """params must be exactly the dict model.init(config) makes, `expected` =
@@ -98,8 +110,8 @@ def model_forward(params, config, ids, targets, luts, shapes, table_shapes):
 def generate_args(params, config, prompt, n_tokens, temperature, top_k, luts, shapes, table_shapes):
     """prompt (B,T0) non-empty ids, n_tokens >= 0, temperature finite >= 0, top_k None or >= 1."""
     token_ids(prompt, config.vocab_size, "prompt_ids")
-    if prompt.ndim != 2 or prompt.shape[1] == 0:
-        raise ValueError(f"prompt_ids must be a non-empty (T0,) or (B,T0) array, got shape {prompt.shape}")
+    if prompt.ndim != 2 or 0 in prompt.shape:
+        raise ValueError(f"prompt_ids must be a (T0,) or (B,T0) array, T0 >= 1 and B >= 1, got shape {prompt.shape}")
     non_negative_int(n_tokens, "n_tokens")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
             or not math.isfinite(temperature) or temperature < 0:
@@ -108,9 +120,7 @@ def generate_args(params, config, prompt, n_tokens, temperature, top_k, luts, sh
     model_luts(config, luts, model_params(params, config, shapes), table_shapes)
 
 
-# ----------------------------------------------------------------------------
-# training: settings, the data spec, a checkpoint's optimizer state
-# ----------------------------------------------------------------------------
+# --- training: settings, the data spec, a checkpoint's optimizer state ---
 
 def _number(value, name, allowed, ok):
     """A real number (not bool) for which ok(value) holds; `allowed` says which in the message."""
