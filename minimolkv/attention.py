@@ -106,7 +106,7 @@ def backward(dy, cache, *, check=True):
     """dy (B,T,D) -> dx (B,T,D), grads {"qkv": (D,3D), "proj": (D,D)}."""
     c = cache
     if check:
-        validate.gradient(dy, c, AttentionCache, "attention.forward",
+        validate.gradient(dy, c, (AttentionCache,), "attention.forward",
                           lambda c: (c.proj_cache.x.shape, c.proj_cache.x.dtype))
     # y = merged @ proj
     d_merged, d_proj = ops.linear_backward(dy, c.proj_cache)          # (B,T,D), (D,D)
