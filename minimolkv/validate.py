@@ -116,7 +116,7 @@ def whole(cache, name):
         value = getattr(cache, field)
         if (kind is np.ndarray or hasattr(kind, "_fields")) and not isinstance(value, kind):
             raise TypeError(f"{name}.{field} must be {kind.__name__}, got {type(value).__name__}; pass forward's cache")
-        if hasattr(kind, "_fields"):
+        if hasattr(value, "_fields"):                      # nested caches, declared or not (a layer's experts)
             whole(value, f"{name}.{field}")
 
 

@@ -312,11 +312,18 @@ def step_with(name, change, **options):
     return {"molkv": molkv, "ctxattn": ctxattn}[name].decode_step(p, h_t, np.array([1, 2]), luts, change(state))
 
 
-def model_cache():
-    """A tiny dense model's training-mode forward: (its cache, the model's Config)."""
-    config = model.Config(kind="dense", vocab_size=8, d_model=8, n_heads=2, context_len=4, d_ff=8)
+def model_cache(kind="dense"):
+    """A tiny model's training-mode forward: (its cache, the model's Config)."""
+    config = model.Config(kind=kind, vocab_size=8, d_model=8, n_heads=2, context_len=4, d_ff=8, d_expert=8, d_key=4)
     ids = np.array([[1, 2, 3]])
     return model.forward(model.init(config, dtype=np.float64), config, ids, ids)[2], config
+
+
+def experts_cut():
+    """A MoLKV model's cache whose layers' expert caches lack their attention."""
+    cache = model_cache("molkv")[0]
+    layers = [layer._replace(experts=layer.experts._replace(attend=None)) for layer in cache.layers]
+    return cache._replace(layers=layers)
 
 
 def dense(**change):
@@ -656,6 +663,8 @@ CASES = [
     Bad("model.backward with a layer's cache lacking attn", api(lambda tmp, good: model.backward(
         model_cache()[0]._replace(layers=[model_cache()[0].layers[0]._replace(attn=None)] * 2))),
         ("cache.layers[0].attn must be AttentionCache", "got NoneType")),
+    Bad("model.backward with a layer's MoLKV cache cut", api(lambda tmp, good: model.backward(experts_cut())),
+        ("cache.layers[0].experts.attend must be AttendCache", "got NoneType")),
     Bad("model.backward dloss nan", api(lambda tmp, good: model.backward(model_cache()[0], float("nan"))),
         ("dloss must be a finite number", "nan")),
     # a decode state: its length within its buffers
