@@ -91,9 +91,12 @@ def forward(params, x, n_heads, *, check=True):
     v = qkv[..., 2 * D:].reshape(B, T, H, hs).transpose(0, 2, 1, 3)      # (B,T,D) -> (B,H,T,hs)
     qs = q * scale                                          # (B,H,T,hs) scaled before the product: T/hs x less work
     S = qs @ k.transpose(0, 1, 3, 2)                        # (B,H,T,hs) @ (B,H,hs,T) -> (B,H,T,T)
-    S += ops.score_offset(T, T)[0][:, :, 0]                 # (B,H,T,T)  -inf where j > t, in place
+    offset = ops.score_offset(T, T)[0][:, :, 0]             # (T,T) 0, or -inf where j > t
+    S += offset                                             # (B,H,T,T)  masked, in place
     P, _ = ops.softmax_forward(S)                           # (B,H,T,T)  rows sum to 1 over j
     o = P @ v                                               # (B,H,T,T) @ (B,H,T,hs) -> (B,H,T,hs)
+    if not np.isfinite(o).all():                            # rare: a NaN or inf in x stays where it is
+        P, o = ops.masked_attention(S, np.isneginf(offset), v)   # (B,H,T,T), (B,H,T,hs)
     merged = o.transpose(0, 2, 1, 3).reshape(B, T, D)       # (B,H,T,hs) -> (B,T,D) the heads merged
     y, c_proj = ops.linear_forward(merged, params["proj"])  # (B,T,D) -> (B,T,D)
     return y, AttentionCache(c_qkv, qs, k, v, P, c_proj, scale, n_heads)
@@ -103,7 +106,8 @@ def backward(dy, cache, *, check=True):
     """dy (B,T,D) -> dx (B,T,D), grads {"qkv": (D,3D), "proj": (D,D)}."""
     c = cache
     if check:
-        validate.gradient(dy, c.proj_cache.x.shape, c.proj_cache.x.dtype)
+        validate.gradient(dy, c, (AttentionCache,), "attention.forward",
+                          lambda c: (c.proj_cache.x.shape, c.proj_cache.x.dtype))
     # y = merged @ proj
     d_merged, d_proj = ops.linear_backward(dy, c.proj_cache)          # (B,T,D), (D,D)
     B, H, T, hs = c.v.shape

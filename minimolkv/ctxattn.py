@@ -87,7 +87,8 @@ def backward(dy, cache, *, check=True):
     """dy (B,T,D) -> dh (B,T,D), de None (e is not read), grads {query, key, value, recency}."""
     c = cache
     if check:
-        validate.gradient(dy, c.value_cache.x.shape, c.value_cache.x.dtype)
+        validate.gradient(dy, c, (CtxattnCache,), "ctxattn.forward",
+                          lambda c: (c.value_cache.x.shape, c.value_cache.x.dtype))
     # y = attention of q over (k, v), N = 1
     dq, dk, dv, dS = molkv.attend_backward(dy, c.attend)            # (B,T,Dk), (B,T,1,Dk), (B,T,1,D), (B,T,T,1)
     # S[t,j] -= m (t - j),  m = softplus(recency)

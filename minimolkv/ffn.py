@@ -58,7 +58,8 @@ def forward(params, h, e=None, *, check=True):
 def backward(dy, cache, *, check=True):
     """dy (B,T,D) -> dh (B,T,D), de None (e is not read), grads {up, down}."""
     if check:
-        validate.gradient(dy, cache.down_cache.x.shape[:-1] + (cache.down_cache.w.shape[1],), cache.down_cache.w.dtype)
+        validate.gradient(dy, cache, (FfnCache,), "ffn.forward",
+                          lambda c: (c.down_cache.x.shape[:-1] + c.down_cache.w.shape[1:], c.down_cache.w.dtype))
     # y = a @ down
     da, d_down = ops.linear_backward(dy, cache.down_cache)        # (B,T,Fd), (Fd,D)
     # a = gelu(z)

@@ -108,6 +108,7 @@ def init(config, seed=0, dtype=np.float32):
     N(0, 0.02²); every matrix that writes into the residual stream (attn.proj and each
     block's `residual`) is scaled by 1/sqrt(2L), the same for every kind; norm gains 1.
     A fresh model's loss is close to ln V."""
+    validate_run.model_init(seed, dtype)
     L = config.n_layers
     writers = {f"layers.{l}.attn.proj" for l in range(L)}                     # into the residual stream
     writers |= {f"layers.{l}.{b}.{BLOCKS[b].residual}" for l in range(L) for b in layer_blocks(config)}
@@ -226,9 +227,9 @@ def forward(params, config, ids, targets=None, luts=None, *, layers=None, check=
 
 def backward(cache, dloss=1.0, *, check=True):
     """The gradient of the loss with respect to every parameter (same keys, shapes).
-    check=False: cache is model.forward's with targets, dloss a number (train's steps)."""
+    check=False: cache is model.forward's with targets, dloss a finite number (train's steps)."""
     if check:
-        validate_run.model_cache(cache)
+        validate_run.model_cache(cache, ModelCache, dloss)
     config, c_emb, layers, c_lnf, c_head, c_loss = cache
     grads = {}
     # loss = cross_entropy(logits, targets)

@@ -120,7 +120,7 @@ def backward(dy, cache, *, check=True):
     """dy (B,T,D) -> dh (B,T,D), de None (e is not read), grads {router, up, down}."""
     c = cache
     if check:
-        validate.gradient(dy, c.h.shape, c.h.dtype)
+        validate.gradient(dy, c, (MoeCache,), "moe.forward", lambda c: (c.h.shape, c.h.dtype))
     # y = sum_n g_n * u[n]
     dg = np.einsum("btd,btnd->btn", dy, c.u)                        # (B,T,N)
     du = c.g[..., None] * dy[:, :, None, :]                         # (B,T,N,D)  0 for unselected experts

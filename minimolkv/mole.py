@@ -95,7 +95,7 @@ def backward(dy, cache, *, check=True):
     """dy (B,T,D) -> dh (B,T,D), de (B,T,D), grads {norm, router, up, down}."""
     c = cache
     if check:
-        validate.gradient(dy, c.u.shape[:2] + c.u.shape[3:], c.u.dtype)
+        validate.gradient(dy, c, (MoleCache,), "mole.forward", lambda c: (c.u.shape[:2] + c.u.shape[3:], c.u.dtype))
     # y = sum_n s[n] * u[n]
     ds = np.einsum("btd,btnd->btn", dy, c.u)                               # (B,T,N)
     du = c.s[..., None] * dy[:, :, None, :]                                # (B,T,N,D)

@@ -193,9 +193,12 @@ def attend_forward(q, k, v, offset=None):
     v_flat = v.reshape(B, Tk * N, D)                        # (B,Tk,N,D) -> (B,Tk*N,D)
     S = qs @ k_flat.transpose(0, 2, 1)                      # (B,Tq,Dk) @ (B,Dk,Tk*N) -> (B,Tq,Tk*N)
     if offset is not None:
-        S += np.broadcast_to(offset, (Tq, Tk, N)).reshape(Tq, Tk * N)   # mask (-inf) and recency, in place
+        offset = np.broadcast_to(offset, (Tq, Tk, N)).reshape(Tq, Tk * N)   # (Tq,Tk*N) mask (-inf), recency
+        S += offset                                         # (B,Tq,Tk*N) in place
     P_flat, _ = ops.softmax_forward(S)                      # (B,Tq,Tk*N) jointly over (j, n)
     y = P_flat @ v_flat                                     # (B,Tq,Tk*N) @ (B,Tk*N,D) -> (B,Tq,D)
+    if offset is not None and not np.isfinite(y).all():     # rare: a NaN or inf in h or e stays where it is
+        P_flat, y = ops.masked_attention(S, np.isneginf(offset), v_flat)   # (B,Tq,Tk*N), (B,Tq,D)
     P = P_flat.reshape(B, Tq, Tk, N)                        # (B,Tq,Tk*N) -> (B,Tq,Tk,N)
     return y, AttendCache(qs, k_flat, v_flat, P)
 
@@ -261,7 +264,8 @@ def backward(dy, cache, *, check=True):
     """
     c = cache
     if check:
-        validate.gradient(dy, c.attend.P.shape[:2] + c.attend.v_flat.shape[-1:], c.attend.P.dtype)
+        validate.gradient(dy, c, (MolkvCache, GatedCache), "molkv.forward",
+                          lambda c: (c.attend.P.shape[:2] + c.attend.v_flat.shape[-1:], c.attend.P.dtype))
     if isinstance(c, GatedCache):
         return gated_backward(dy, c)
     grads = {}

@@ -317,7 +317,7 @@ def cross_entropy_forward(logits, targets, *, check=True):
     p = np.exp(shifted, out=shifted)                                 # (...,V) in place: exp(logits - m)
     total = np.sum(p, axis=-1, keepdims=True)                        # (...,1) >= 1 unless a row is all -inf
     with np.errstate(divide="ignore", invalid="ignore"):             # an all -inf row: log 0, -inf - -inf
-        logp_target = np.where(total > 0, picked - np.log(total), -np.inf)   # (...,1) log softmax at the target
+        logp_target = np.where(total == 0, -np.inf, picked - np.log(total))   # (...,1) log p[target]; NaN stays
     p /= np.where(total > 0, total, 1.0)                             # (...,V) softmax, for the backward
     loss = -np.mean(logp_target)                                     # scalar
     return loss, CrossEntropyCache(p, targets)
@@ -391,6 +391,26 @@ def score_offset(Tq, Tk, window=None, earlier_only=False, slopes=None):
     if slopes is not None:
         offset = offset - slopes * distance[:, :, None]      # (Tq,Tk,N): -inf stays -inf
     return offset, distance
+
+
+def masked_attention(S, masked, v):
+    """P = softmax(S), o = P @ v, again, when the plain product came out non-finite
+    (attention.forward and molkv.attend_forward call it then): S (...,Tq,K) the scores
+    with the offset added, masked (Tq,K) True where a query may not look, v (...,K,D)
+    -> P (...,Tq,K), o (...,Tq,D).
+
+    The plain product leaks a NaN or inf to positions that never see it: a masked score
+    NaN + -inf is NaN, and a masked weight 0 times a NaN value is NaN. Here every masked
+    score is -inf whatever the product gave, and each row sums only the values it may
+    see, so a NaN or inf stays where it is (docs/design.md, section 5). Rare: a loop.
+    """
+    S = np.where(masked, -np.inf, S).astype(S.dtype, copy=False)   # (...,Tq,K) masked: -inf, never NaN
+    P, _ = softmax_forward(S)                                       # (...,Tq,K)
+    o = np.zeros(P.shape[:-1] + v.shape[-1:], dtype=P.dtype)        # (...,Tq,D)
+    for t in range(P.shape[-2]):
+        seen = ~masked[t]                                           # (K,) what query t may see
+        o[..., t, :] = np.einsum("...k,...kd->...d", P[..., t, seen], v[..., seen, :])   # (...,D)
+    return P, o
 
 
 def softplus(x):

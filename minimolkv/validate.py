@@ -1,26 +1,22 @@
 """Input validation below the math: every bad input becomes one ValueError/TypeError
 naming the argument, what was given and what is allowed.
 
-Each public entry of the math makes its check under `if check:` as its first line,
-then runs pure math (in a debugger, `n` steps over the check). Callers that validated
-already pass check=False: nothing is checked twice or per step. This module imports
-nothing of the package: what a check compares against (a block's param_shapes, its
-variants, its DecodeState) comes from the caller. validate_run.py: the model and a run.
-"""
+Each public entry of the math makes its check under `if check:` as its first line, then runs
+pure math (in a debugger, `n` steps over the check). Callers that validated already pass
+check=False: nothing is checked twice or per step. This module imports nothing of the package:
+what a check compares against (a block's param_shapes, its variants, its DecodeState, its cache
+types) comes from the caller. validate_run.py: the model and a run."""
 
 import numpy as np
 
 FLOATS = (np.float32, np.float64)
 
 
-# ----------------------------------------------------------------------------
-# basic checks
-# ----------------------------------------------------------------------------
+# --- basic checks ---
 
 def array(x, name, ndim=None, shape=None, floating=False):
-    """x must be an ndarray of `ndim` dims and, where given, `shape`; `shape` may
-    hold None for "any size" in a position, e.g. (None, None, 64).
-    floating=True: the dtype must be float32 or float64."""
+    """x must be an ndarray of `ndim` dims and, where given, `shape` (None: any size in a
+    position, e.g. (None, None, 64)); floating=True: the dtype must be float32 or float64."""
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}")
     if floating and x.dtype not in FLOATS:
@@ -34,8 +30,7 @@ def array(x, name, ndim=None, shape=None, floating=False):
 
 
 def float_input(x, name, shape, dtype):
-    """A layer's input: a non-empty float array of `shape` (None = any size) in
-    the parameters' dtype -- dtypes are never mixed silently."""
+    """A layer's input: a non-empty float array of `shape` in the parameters' dtype (never mixed)."""
     array(x, name, shape=shape, floating=True)
     if x.dtype != dtype:
         raise TypeError(f"{name} has dtype {x.dtype} but the parameters are {dtype}; "
@@ -77,8 +72,7 @@ def positive_int(value, name, allow_none=False):
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        allowed = "an integer >= 1" + (" or None" if allow_none else "")
-        raise TypeError(f"{name} must be {allowed}, got {value!r}")
+        raise TypeError(f"{name} must be an integer >= 1{' or None' if allow_none else ''}, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return int(value)
@@ -89,29 +83,41 @@ def one_of(value, name, choices):
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
-# ----------------------------------------------------------------------------
-# the blocks: sizes, parameters, inputs
-# ----------------------------------------------------------------------------
+# --- the blocks: sizes, parameters, inputs ---
 
 def init_args(dtype, variants=(), **sizes):
     """A block init's sizes (integers >= 1; `variant` one of `variants`) and float dtype."""
+    if "variant" in sizes:
+        one_of(sizes.pop("variant"), "variant", variants)
     for name, value in sizes.items():
-        if name == "variant":
-            one_of(value, "variant", variants)
-        else:
-            positive_int(value, name)
+        positive_int(value, name)
     if "n_heads" in sizes and sizes["d_model"] % sizes["n_heads"]:
-        raise ValueError(f"n_heads must divide d_model: got n_heads={sizes['n_heads']}, "
-                         f"d_model={sizes['d_model']}")
+        raise ValueError(f"n_heads must divide d_model: got n_heads={sizes['n_heads']}, d_model={sizes['d_model']}")
     if np.dtype(dtype) not in FLOATS:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        raise TypeError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
 
 
-def gradient(dy, shape, dtype):
-    """A backward's upstream gradient: the forward output's shape and dtype."""
+def gradient(dy, cache, types, made_by, output):
+    """A backward's cache, one of `types` (the NamedTuples `made_by` returns) and whole, and its
+    upstream gradient dy of the forward output's shape and dtype, output(cache)."""
+    if not isinstance(cache, types):
+        raise TypeError(f"cache must be the {' or '.join(t.__name__ for t in types)} returned by {made_by}, "
+                        f"got {type(cache).__name__}")
+    whole(cache, "cache")
+    shape, dtype = output(cache)
     array(dy, "dy", shape=shape)
     if dy.dtype != dtype:
         raise TypeError(f"dy has dtype {dy.dtype} but the forward ran in {dtype}")
+
+
+def whole(cache, name):
+    """Every field of a cache (a NamedTuple) declared an array or a cache holds one, nested caches too."""
+    for field, kind in type(cache).__annotations__.items():
+        value = getattr(cache, field)
+        if (kind is np.ndarray or hasattr(kind, "_fields")) and not isinstance(value, kind):
+            raise TypeError(f"{name}.{field} must be {kind.__name__}, got {type(value).__name__}; pass forward's cache")
+        if hasattr(value, "_fields"):                      # nested caches, declared or not (a layer's experts)
+            whole(value, f"{name}.{field}")
 
 
 # Where each block's param_shapes(*sizes) reads its sizes: {block: (anchors {key: ndim}, sizes(params))}.
@@ -119,8 +125,7 @@ SIZES = {
     "ffn": ({"up": 2}, lambda p: p["up"].shape),                                            # D, Fd
     "moe": ({"router": 2, "up": 3}, lambda p: (p["router"].shape[0], p["up"].shape[2], p["router"].shape[1])),
     "mole": ({"up": 3}, lambda p: (p["up"].shape[1], p["up"].shape[2], p["up"].shape[0])),  # D, F, N
-    "molkv": ({"up": 3, "query": 2}, lambda p: (p["up"].shape[1], p["up"].shape[2], p["up"].shape[0],
-                                                p["query"].shape[1])),                       # D, F, N, Dk
+    "molkv": ({"up": 3, "query": 2}, lambda p: (*p["up"].shape[1:], p["up"].shape[0], p["query"].shape[1])),  # D,F,N,Dk
     "ctxattn": ({"query": 2}, lambda p: p["query"].shape),                                  # D, Dk
     "attention": ({"qkv": 2}, lambda p: p["qkv"].shape[:1]),                                # D
 }
@@ -128,9 +133,8 @@ E_UNREAD = {"ffn": "the FFN", "moe": "MoE", "ctxattn": "the control (ctxattn)"} 
 
 
 def block_params(block, params, param_shapes, *more):
-    """A block's params against the caller's param_shapes(*sizes, *more), the sizes read off
-    the anchors of SIZES, which are checked first (so a bad dict never fails with a bare
-    IndexError). Returns (d_model, dtype)."""
+    """A block's params against the caller's param_shapes(*sizes, *more), the sizes read off the
+    anchors of SIZES, checked first (a bad dict never fails with an IndexError). Returns (D, dtype)."""
     anchors, sizes = SIZES[block]
     if not isinstance(params, dict) or any(k not in params for k in anchors):
         raise TypeError(f"params must be the dict from {block}.init (keys {', '.join(anchors)}, ...)")
@@ -177,8 +181,7 @@ def block_lut(block, params, param_shapes, emb, *more):
 
 
 def hidden(h, D, dtype, name="h"):
-    """h (B,T,D), or a decode step's h_t (B,D), checked for its dims first, so the
-    message says which is wrong."""
+    """h (B,T,D), or a decode step's h_t (B,D), checked for its dims first (the message says which)."""
     array(h, name, ndim=2 if name.endswith("_t") else 3, floating=True)
     if h.shape[-1] != D:
         raise ValueError(f"{name} has {h.shape[-1]} features (last dim of shape {h.shape}), "
@@ -195,11 +198,9 @@ def lut_input(params, key, luts, widths, h, ids, *, step=False, extras=None):
         raise TypeError(f"params must be a dict holding {key!r}; at inference nothing else "
                         "is needed (the tables replace the expert FFNs)")
     array(params[key], f"params['{key}']", ndim=2, floating=True)
-    D, width = params[key].shape
-    dtype = params[key].dtype
+    (D, width), dtype = params[key].shape, params[key].dtype
     if not isinstance(luts, dict) or any(t not in luts for t in widths):
-        raise TypeError(f"luts must be the dict from build_lut, with tables {list(widths)}, "
-                        f"got {type(luts).__name__}")
+        raise TypeError(f"luts must be the dict from build_lut, with tables {list(widths)}, got {type(luts).__name__}")
     first = next(iter(widths))
     for t, want in widths.items():
         table, name = luts[t], f"luts['{t}']"
@@ -210,20 +211,16 @@ def lut_input(params, key, luts, widths, h, ids, *, step=False, extras=None):
             raise ValueError(f"{name} must have shape (V, N, {last}) with the V and N of "
                              f"luts['{first}'] {tuple(luts[first].shape)}, got {shape}")
         if table.dtype != dtype:
-            raise TypeError(f"{name} has dtype {table.dtype} but the parameters are {dtype}; "
-                            "dtypes are never mixed")
+            raise TypeError(f"{name} has dtype {table.dtype} but the parameters are {dtype}; dtypes are never mixed")
     V, N = luts[first].shape[:2]
     if key == "router" and N != width:
         raise ValueError(f"luts['{first}'] holds {N} experts but params['router'] routes to {width}")
     extra = extras(D, N) if extras else {}
     if extra and param_dict({k: params[k] for k in extra if k in params}, extra) != dtype:
         raise TypeError("params mixes dtypes; use one dtype for all")
-    if step:
-        float_input(h, "h_t", (None, D), dtype)
-        token_ids(ids, V, "ids_t", shape=h.shape[:1])
-    else:
-        float_input(h, "h", (None, None, D), dtype)
-        token_ids(ids, V, "ids", shape=h.shape[:2])
+    t = "_t" if step else ""                               # a decode step's h_t (B,D), ids_t (B,)
+    float_input(h, "h" + t, (None,) * (2 - step) + (D,), dtype)
+    token_ids(ids, V, "ids" + t, shape=h.shape[:-1])
     return D, N, width, dtype
 
 
@@ -236,40 +233,45 @@ def molkv_lut(params, h, ids, luts, window, variant, variants, state_type, *, st
                                 step=step, extras=extras.get(variant))
     positive_int(window, "window", allow_none=True)
     if step:
-        decode_state(state, state_type, h.shape[0], dtype, {"k": (None, None, N, Dk), "v": (None, None, N, D)},
-                     {"window": window, "variant": variant})
+        decode_state(state, state_type, h.shape[0], dtype, (N, Dk, D), {"window": window, "variant": variant})
 
 
 def ctxattn_decode(params, h_t, state, window, param_shapes, state_type):
     """ctxattn.decode_step: h_t (B,D), and the state it returned, for the same batch and window."""
     D, dtype = block_input("ctxattn", params, param_shapes, h_t, name="h_t", window=window)
-    Dk = params["query"].shape[1]
-    decode_state(state, state_type, h_t.shape[0], dtype,
-                 {"k_buffer": (None, None, 1, Dk), "v_buffer": (None, None, 1, D)}, {"window": window})
+    decode_state(state, state_type, h_t.shape[0], dtype, (1, params["query"].shape[1], D), {"window": window})
 
 
-def decode_state(state, state_type, B, dtype, shapes, asked):
-    """A decode step's state: None or the `state_type` decode_step returned, for the same
-    batch B and options `asked` {field: value} (window, variant), holding `shapes`
-    {field: shape} (B and the length: the first field's) of `dtype`."""
+def decode_state(state, state_type, B, dtype, sizes, asked):
+    """A decode step's state: None or the `state_type` decode_step returned, for the same batch B and options
+    `asked` (window, variant), holding k_buffer (B,room,N,Dk), v_buffer (B,room,N,D) of `dtype`; sizes (N, Dk, D)."""
     if state is None:
         return
     if not isinstance(state, state_type):
         raise TypeError(f"state must be None or the {state_type.__name__} returned by decode_step")
-    first = getattr(state, next(iter(shapes)))
-    if first.shape[0] != B:
-        raise ValueError(f"state holds {first.shape[0]} sequences but h_t has {B}; "
-                         "start a new state (None) for a new batch")
+    room = buffered(state, "state", 1).shape[:2]
+    if room[0] != B:
+        raise ValueError(f"state holds {room[0]} sequences but h_t has {B}; start a new state (None) for a new batch")
     built = {k: getattr(state, k) for k in asked}
     if built != asked:
         raise ValueError(f"{', '.join(f'{k}={v!r}' for k, v in asked.items())} but state was built with "
                          f"{', '.join(f'{k}={v!r}' for k, v in built.items())}; use the same for every step")
-    for name, shape in shapes.items():
-        a = getattr(state, name)
-        array(a, f"state.{name}", shape=(B, first.shape[1]) + shape[2:])
-        if a.dtype != dtype:
-            raise TypeError(f"state holds {a.dtype} arrays (state.{name}) but the parameters are {dtype}; "
-                            "use one dtype")
+    for name, width in (("k_buffer", sizes[1]), ("v_buffer", sizes[2])):
+        array(getattr(state, name), f"state.{name}", shape=room + (sizes[0], width))
+        if getattr(state, name).dtype != dtype:
+            raise TypeError(f"state.{name} holds {getattr(state, name).dtype} but the parameters are {dtype}; use one")
+
+
+def buffered(state, name, axis):
+    """A decode state's k_buffer, v_buffer (4 dims) and length, an integer in [0, the positions
+    k_buffer holds on `axis`]: a step reads and appends there. Returns k_buffer."""
+    for buffer in ("k_buffer", "v_buffer"):
+        array(getattr(state, buffer), f"{name}.{buffer}", ndim=4)
+    a, length = state.k_buffer, state.length
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or not 0 <= length <= a.shape[axis]:
+        raise ValueError(f"{name}.length must be an integer in [0, {a.shape[axis]}] (the positions its buffers "
+                         f"hold), got {length!r}; pass the {name} decode_step returned, unchanged")
+    return a
 
 
 def attention_decode(kv, kv_type, x_t, n_heads, max_len):
@@ -279,6 +281,7 @@ def attention_decode(kv, kv_type, x_t, n_heads, max_len):
         return
     if not isinstance(kv, kv_type):
         raise TypeError("kv must be None or the KVCache returned by decode_step")
+    buffered(kv, "kv", 2)
     array(kv.k, "kv.k", shape=(x_t.shape[0], n_heads, None, x_t.shape[1] // n_heads))
     array(kv.v, "kv.v", shape=kv.k.shape)
     if max_len is not None and kv.k.shape[2] >= max_len:
@@ -287,6 +290,6 @@ def attention_decode(kv, kv_type, x_t, n_heads, max_len):
 
 def cross_entropy(logits, targets):
     array(logits, "logits", floating=True)
-    if logits.ndim < 1 or logits.shape[-1] == 0:
-        raise ValueError(f"logits must have a last axis of V >= 1 classes, got shape {logits.shape}")
+    if logits.ndim < 1 or 0 in logits.shape:
+        raise ValueError(f"logits must be (..., V): at least one token and V >= 1 classes, got shape {logits.shape}")
     token_ids(targets, logits.shape[-1], "targets", shape=logits.shape[:-1])

@@ -1,13 +1,12 @@
-"""Input validation of a whole model and a training run (model.forward, generate,
-build_luts; a run's Settings, DataSpec and saved optimizer state), by validate.py's
-rules and from its basic checks; what a check compares against comes from the caller.
-"""
+"""Input validation of a whole model and a training run (model.init, forward, backward, build_luts,
+generate; a run's Settings, DataSpec and saved optimizer state), by validate.py's rules and from
+its basic checks; what a check compares against comes from the caller."""
 
 import math
 
 import numpy as np
 
-from minimolkv.validate import one_of, param_dict, positive_int, token_ids
+from minimolkv.validate import init_args, one_of, param_dict, positive_int, token_ids, whole
 
 
 def non_negative_int(value, name, note=""):
@@ -16,9 +15,7 @@ def non_negative_int(value, name, note=""):
         raise ValueError(f"{name} must be an integer >= 0{note}, got {value!r}")
 
 
-# ----------------------------------------------------------------------------
-# the model and generation: shapes come from the caller (model.param_shapes, lut_shapes)
-# ----------------------------------------------------------------------------
+# --- the model and generation: shapes come from the caller (model.param_shapes, lut_shapes) ---
 
 def config(c, kinds, variants):
     """A model.Config's fields: sizes >= 1, d_ff >= 0, a known kind and variant, heads dividing d_model."""
@@ -35,16 +32,28 @@ def config(c, kinds, variants):
         raise ValueError(f"top_k={c.top_k} must be <= n_experts={c.n_experts}")
 
 
-def model_cache(cache):
-    """model.backward needs the cache of a training-mode forward with targets."""
-    if cache is None:
-        raise ValueError("backward needs a training-mode forward (luts=None) with targets")
-    if cache.loss is None:
-        raise ValueError("backward needs a forward with targets (the loss)")
+def model_init(seed, dtype):
+    """model.init: an integer seed >= 0 and a float dtype, as every block's init."""
+    non_negative_int(seed, "seed")
+    init_args(dtype)
+
+
+def model_cache(cache, cache_type, dloss):
+    """model.backward: the whole `cache_type` of a training-mode forward with targets, a finite dloss."""
+    if not isinstance(cache, cache_type) or cache.loss is None:
+        got = "one without targets (loss None)" if isinstance(cache, cache_type) else type(cache).__name__
+        raise TypeError(f"cache must be the {cache_type.__name__} of a training-mode model.forward (luts=None) "
+                        f"with targets, got {got}")
+    whole(cache, "cache")
+    if not isinstance(cache.layers, list) or len(cache.layers) != cache.config.n_layers:
+        raise ValueError(f"cache.layers must hold the {cache.config.n_layers} layers' caches, as forward made them")
+    for l, layer in enumerate(cache.layers):
+        whole(layer, f"cache.layers[{l}]")
+    _number(dloss, "dloss", "a finite number", lambda v: True)
+
 
 def model_params(params, config, expected):
-    """params must be exactly the dict model.init(config) makes, `expected` =
-    model.param_shapes(config): same keys, shapes, one float dtype."""
+    """params: exactly the dict model.init(config) makes (`expected` = model.param_shapes(config))."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be the dict from model.init, got {type(params).__name__}")
     extra = sorted(set(params) - set(expected))
@@ -57,9 +66,8 @@ def model_params(params, config, expected):
 
 
 def model_luts(config, luts, dtype, expected):
-    """luts must be exactly the tables model.build_luts makes for this config (`expected`
-    = model.lut_shapes(config)), in the parameters' dtype (never mixed: float32
-    parameters with float64 tables would silently compute in float64)."""
+    """luts: exactly the tables model.build_luts makes (`expected` = model.lut_shapes(config)), in the
+    parameters' dtype (never mixed: float32 parameters with float64 tables would compute in float64)."""
     if luts is None:
         return
     if not isinstance(luts, dict):
@@ -82,12 +90,10 @@ def model_forward(params, config, ids, targets, luts, shapes, table_shapes):
     """ids (B,T) within the vocabulary and the context, targets like ids, params and luts
     that fit the config (shapes, table_shapes: model.param_shapes, lut_shapes of it)."""
     token_ids(ids, config.vocab_size, "ids")
-    if ids.ndim != 2:
-        raise ValueError(f"ids must be a (B,T) array of token ids, got shape {ids.shape}")
+    if ids.ndim != 2 or 0 in ids.shape:
+        raise ValueError(f"ids must be a (B,T) array of token ids, B >= 1 and T >= 1, got shape {ids.shape}")
     if ids.shape[1] > config.context_len:
         raise ValueError(f"ids has T={ids.shape[1]} tokens, longer than context_len={config.context_len}")
-    if 0 in ids.shape:
-        raise ValueError(f"ids must hold at least one token per row, got shape {ids.shape}")
     if targets is not None:
         token_ids(targets, config.vocab_size, "targets")
         if targets.shape != ids.shape:
@@ -98,19 +104,15 @@ def model_forward(params, config, ids, targets, luts, shapes, table_shapes):
 def generate_args(params, config, prompt, n_tokens, temperature, top_k, luts, shapes, table_shapes):
     """prompt (B,T0) non-empty ids, n_tokens >= 0, temperature finite >= 0, top_k None or >= 1."""
     token_ids(prompt, config.vocab_size, "prompt_ids")
-    if prompt.ndim != 2 or prompt.shape[1] == 0:
-        raise ValueError(f"prompt_ids must be a non-empty (T0,) or (B,T0) array, got shape {prompt.shape}")
+    if prompt.ndim != 2 or 0 in prompt.shape:
+        raise ValueError(f"prompt_ids must be a (T0,) or (B,T0) array, T0 >= 1 and B >= 1, got shape {prompt.shape}")
     non_negative_int(n_tokens, "n_tokens")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
-            or not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    _number(temperature, "temperature", "a finite number >= 0", lambda v: v >= 0)
     positive_int(top_k, "top_k", allow_none=True)
     model_luts(config, luts, model_params(params, config, shapes), table_shapes)
 
 
-# ----------------------------------------------------------------------------
-# training: settings, the data spec, a checkpoint's optimizer state
-# ----------------------------------------------------------------------------
+# --- training: settings, the data spec, a checkpoint's optimizer state ---
 
 def _number(value, name, allowed, ok):
     """A real number (not bool) for which ok(value) holds; `allowed` says which in the message."""
@@ -143,9 +145,8 @@ def data_spec(d):
 
 
 def optimizer_state(opt, params, step):
-    """A checkpoint's AdamW state must fit its parameters: one first and one second
-    moment per parameter, each of its shape and dtype, second moments >= 0, and one
-    AdamW step per training step (t == step)."""
+    """A checkpoint's AdamW state must fit its parameters: one first and one second moment per
+    parameter, of its shape and dtype, second moments >= 0, one AdamW step per step (t == step)."""
     for moment in ("m", "v"):
         if set(opt[moment]) != set(params):
             missing, extra = sorted(set(params) - set(opt[moment])), sorted(set(opt[moment]) - set(params))

@@ -29,7 +29,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from minimolkv import checkpoint, data, files, generate, lut, memory, model, ops, train
+from minimolkv import (attention, checkpoint, ctxattn, data, ffn, files, generate, lut, memory, model, moe, mole,
+                       molkv, ops, train)
 from minimolkv.__main__ import main
 from minimolkv.tokenizer import BPETokenizer, tokenizer_from_dict
 
@@ -279,6 +280,54 @@ def busy(folder_of):
 
 def api(fn):
     return fn
+
+
+def tiny(name):
+    """A tiny block's (params, forward's output y, its cache, a decode state after 2 tokens)
+    for the API rows; attention's state is its KVCache."""
+    rng, D = np.random.default_rng(0), 8
+    h, e = rng.standard_normal((2, 3, D)), rng.standard_normal((2, 3, D))
+    if name == "attention":
+        p = attention.init(rng, D, 2)
+        y, cache = attention.forward(p, h, 2)
+        kv = attention.decode_step(p, h[:, 1], 2, attention.decode_step(p, h[:, 0], 2)[1])[1]
+        return p, y, cache, kv
+    module = {"ffn": ffn, "moe": moe, "mole": mole, "molkv": molkv, "ctxattn": ctxattn}[name]
+    sizes = {"ffn": (D, 8), "moe": (D, 8, 2), "mole": (D, 8, 2), "molkv": (D, 8, 2, 4), "ctxattn": (D, 4)}[name]
+    p = module.init(rng, *sizes)
+    y, cache = module.forward(p, h, e) if name in ("mole", "molkv") else module.forward(p, h)
+    luts, state = module.build_lut(p, rng.standard_normal((5, D))), None
+    for t in range(2):
+        state = module.decode_step(p, h[:, t], np.array([1, 2]), luts, state)[1]
+    return p, y, cache, state
+
+
+def step_with(name, change, **options):
+    """decode_step of block `name` (molkv, ctxattn, attention) from its state after 2 tokens, changed."""
+    p, _, _, state = tiny(name)
+    h_t = np.zeros((2, 8))
+    if name == "attention":
+        return attention.decode_step(p, h_t, 2, change(state))
+    luts = molkv.build_lut(p, np.zeros((5, 8))) if name == "molkv" else {}
+    return {"molkv": molkv, "ctxattn": ctxattn}[name].decode_step(p, h_t, np.array([1, 2]), luts, change(state))
+
+
+def model_cache(kind="dense"):
+    """A tiny model's training-mode forward: (its cache, the model's Config)."""
+    config = model.Config(kind=kind, vocab_size=8, d_model=8, n_heads=2, context_len=4, d_ff=8, d_expert=8, d_key=4)
+    ids = np.array([[1, 2, 3]])
+    return model.forward(model.init(config, dtype=np.float64), config, ids, ids)[2], config
+
+
+def experts_cut():
+    """A MoLKV model's cache whose layers' expert caches lack their attention."""
+    cache = model_cache("molkv")[0]
+    layers = [layer._replace(experts=layer.experts._replace(attend=None)) for layer in cache.layers]
+    return cache._replace(layers=layers)
+
+
+def dense(**change):
+    return model.Config(kind="dense", vocab_size=8, d_model=8, n_heads=2, context_len=4, d_ff=8, **change)
 
 
 CASES = [
@@ -581,6 +630,82 @@ CASES = [
         *_short_run(), log=lambda line: None)), ("validation part", "context_len + 1 = 33")),
     Bad("load a checkpoint with a lying header", api(lambda tmp, good: checkpoint.load(good)),
         ("header promises",), lambda tmp, good, mp: lying_header(good)),
+    # a backward's cache: of its block's forward, whole
+    Bad("molkv.backward(dy, None)", api(lambda tmp, good: molkv.backward(tiny("molkv")[1], None)),
+        ("cache must be the MolkvCache or GatedCache returned by molkv.forward", "got NoneType")),
+    Bad("molkv.backward with a MoLE cache", api(lambda tmp, good: molkv.backward(tiny("molkv")[1], tiny("mole")[2])),
+        ("cache must be the MolkvCache", "got MoleCache")),
+    Bad("molkv.backward with a cut cache", api(lambda tmp, good: molkv.backward(tiny("molkv")[1],
+                                                                                tiny("molkv")[2][:4])),
+        ("cache must be the MolkvCache", "got tuple")),
+    Bad("molkv.backward with a cache lacking P", api(lambda tmp, good: molkv.backward(
+        tiny("molkv")[1], tiny("molkv")[2]._replace(attend=tiny("molkv")[2].attend._replace(P=None)))),
+        ("cache.attend.P must be ndarray", "got NoneType")),
+    Bad("mole.backward with a MoLKV cache", api(lambda tmp, good: mole.backward(tiny("mole")[1], tiny("molkv")[2])),
+        ("cache must be the MoleCache returned by mole.forward", "got MolkvCache")),
+    Bad("moe.backward(dy, None)", api(lambda tmp, good: moe.backward(tiny("moe")[1], None)),
+        ("cache must be the MoeCache returned by moe.forward", "got NoneType")),
+    Bad("ffn.backward with a cut cache", api(lambda tmp, good: ffn.backward(tiny("ffn")[1], tiny("ffn")[2][:2])),
+        ("cache must be the FfnCache returned by ffn.forward", "got tuple")),
+    Bad("ffn.backward with a cache lacking its gelu", api(lambda tmp, good: ffn.backward(
+        tiny("ffn")[1], tiny("ffn")[2]._replace(gelu=None))), ("cache.gelu must be GeluCache", "got NoneType")),
+    Bad("attention.backward with an FFN cache", api(lambda tmp, good: attention.backward(tiny("attention")[1],
+                                                                                       tiny("ffn")[2])),
+        ("cache must be the AttentionCache returned by attention.forward", "got FfnCache")),
+    Bad("ctxattn.backward(dy, None)", api(lambda tmp, good: ctxattn.backward(tiny("ctxattn")[1], None)),
+        ("cache must be the CtxattnCache returned by ctxattn.forward", "got NoneType")),
+    Bad("model.backward(None)", api(lambda tmp, good: model.backward(None)),
+        ("cache must be the ModelCache of a training-mode model.forward", "got NoneType")),
+    Bad("model.backward with a cut cache", api(lambda tmp, good: model.backward(model_cache()[0][:4])),
+        ("cache must be the ModelCache", "got tuple")),
+    Bad("model.backward with a layer cut", api(lambda tmp, good: model.backward(
+        model_cache()[0]._replace(layers=model_cache()[0].layers[:0]))), ("cache.layers", "the 2 layers' caches")),
+    Bad("model.backward with a layer's cache lacking attn", api(lambda tmp, good: model.backward(
+        model_cache()[0]._replace(layers=[model_cache()[0].layers[0]._replace(attn=None)] * 2))),
+        ("cache.layers[0].attn must be AttentionCache", "got NoneType")),
+    Bad("model.backward with a layer's MoLKV cache cut", api(lambda tmp, good: model.backward(experts_cut())),
+        ("cache.layers[0].experts.attend must be AttendCache", "got NoneType")),
+    Bad("model.backward dloss nan", api(lambda tmp, good: model.backward(model_cache()[0], float("nan"))),
+        ("dloss must be a finite number", "nan")),
+    # a decode state: its length within its buffers
+    Bad("molkv.decode_step state length -1", api(lambda tmp, good: step_with("molkv", lambda s: s._replace(length=-1))),
+        ("state.length must be an integer in [0, 16]", "got -1")),
+    Bad("molkv.decode_step state length past the buffer", api(lambda tmp, good: step_with(
+        "molkv", lambda s: s._replace(length=17))), ("state.length must be an integer in [0, 16]", "got 17")),
+    Bad("molkv.decode_step state without buffers", api(lambda tmp, good: step_with(
+        "molkv", lambda s: s._replace(k_buffer=None))), ("state.k_buffer must be a numpy array", "NoneType")),
+    Bad("ctxattn.decode_step state length -3", api(lambda tmp, good: step_with(
+        "ctxattn", lambda s: s._replace(length=-3))), ("state.length must be an integer in [0, 16]", "got -3")),
+    Bad("ctxattn.decode_step state length 2.0", api(lambda tmp, good: step_with(
+        "ctxattn", lambda s: s._replace(length=2.0))), ("state.length must be an integer", "got 2.0")),
+    Bad("attention.decode_step kv length past the buffer", api(lambda tmp, good: step_with(
+        "attention", lambda kv: kv._replace(length=40))), ("kv.length must be an integer in [0, 16]", "got 40")),
+    Bad("attention.decode_step kv without its values", api(lambda tmp, good: step_with(
+        "attention", lambda kv: kv._replace(v_buffer=None))), ("kv.v_buffer must be a numpy array", "NoneType")),
+    # model.init: a float dtype and a seed >= 0
+    Bad("model.init dtype int32", api(lambda tmp, good: model.init(dense(), dtype=np.int32)),
+        ("dtype must be float32 or float64", "got int32")),
+    Bad("model.init dtype bool", api(lambda tmp, good: model.init(dense(), dtype=bool)), ("dtype", "got bool")),
+    Bad("model.init seed -1", api(lambda tmp, good: model.init(dense(), seed=-1)), ("seed must be an integer >= 0",
+                                                                                    "got -1")),
+    Bad("model.init seed 1.5", api(lambda tmp, good: model.init(dense(), seed=1.5)), ("seed", "got 1.5")),
+    # zero-size batches
+    Bad("cross-entropy on zero tokens", api(lambda tmp, good: ops.cross_entropy_forward(np.zeros((0, 3)),
+                                                                                         np.zeros(0, int))),
+        ("logits must be (..., V): at least one token", "(0, 3)")),
+    Bad("generate 0 prompts", api(lambda tmp, good: generate.generate(model.init(dense()), dense(),
+                                                                       np.zeros((0, 2), int), 3)),
+        ("prompt_ids", "B >= 1", "(0, 2)")),
+    Bad("model.forward on 0 sequences", api(lambda tmp, good: model.forward(model.init(dense()), dense(),
+                                                                             np.zeros((0, 2), int))),
+        ("ids must be a (B,T) array", "B >= 1", "(0, 2)")),
+    Bad("molkv.forward on 0 sequences", api(lambda tmp, good: molkv.forward(tiny("molkv")[0], np.zeros((0, 3, 8)),
+                                                                             np.zeros((0, 3, 8)))),
+        ("h must not be empty", "(0, 3, 8)")),
+    Bad("molkv.decode_step on 0 sequences", api(lambda tmp, good: molkv.decode_step(
+        tiny("molkv")[0], np.zeros((0, 8)), np.zeros(0, int), {"k": np.zeros((5, 2, 4)), "v": np.zeros((5, 2, 8))},
+        None)),
+        ("h_t must not be empty", "(0, 8)")),
 ]
 
 

@@ -26,7 +26,7 @@ WALK = [
     ('p ops.softplus(params["recency"])', r"array\(\[0\.\d+ *, *0\.\d+ *, *0\.\d+ *, *0\.\d+ *\]"),
     ("p offset.shape, distance.shape", r"\(\((?P<T>\d+), (?P=T), 4\), \((?P=T), (?P=T)\)\)"),
     ("s", r"molkv\.py\(\d+\)attend_forward\(\)\n-> def attend_forward\("),
-    *[("n", None)] * 9,
+    *[("n", None)] * 10,
     ("n", r"-> y = P_flat @ v_flat"),
     ("p S.shape, P_flat[0, -1].reshape(-1, 4).sum(-1)", r"\(\(1, (?P<T>\d+), \d+\), array\(\["),
     ("p S[0, 0, 4:8], P_flat[0, 0, 4:8]", r"\(array\(\[-inf, -inf, -inf, -inf\].*\), array\(\[0\., 0\., 0\., 0\.\]"),

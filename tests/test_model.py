@@ -180,7 +180,7 @@ def test_bad_inputs_name_the_problem():
         generate({k: v for k, v in params.items() if k != "ln_f"}, config, np.array([1]), 3)
     with pytest.raises(TypeError, match="mixes dtypes"):
         model.forward(dict(params, ln_f=params["ln_f"].astype(np.float32)), config, ids)
-    with pytest.raises(ValueError, match="backward needs a training-mode forward"):
+    with pytest.raises(TypeError, match="ModelCache of a training-mode model.forward"):
         model.backward(model.forward(params, config, ids, targets, luts=model.build_luts(params, config))[2])
 
 
