@@ -112,14 +112,18 @@ def summary_lines(cells):
             continue
         row = [c, f"{dense_params(c):,}", f"{np.mean([r['epochs'] for r in cells[c]]):.2f}"]
         for d in diffs[c].values():
+            if len(d) < 2:                                   # an entry not run (yet): no interval
+                row += ["– (not run)" if not d else f"{d[0]:+.4f} (n=1)", ""]
+                continue
             mean, half = compare.mean_interval(d)
             row += [f"{mean:+.4f} ± {half:.4f} (n={len(d)})", compare.verdict(mean, half)]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "| trend | Δ | last − first | word |", "|---|---|---|---|"]
     for name, order in (("size (400 steps)", SIZE_ORDER), ("training (large)", BUDGET_ORDER)):
-        if not all(c in cells for c in order):
-            continue
         for label in ("recency − mole", "recency − control"):
+            if not all(len(diffs.get(c, {}).get(label, [])) >= 2 for c in order):
+                lines.append(f"| {name} | {label} | – | not every cell has run |")
+                continue
             by_cell = {c: diffs[c][label] for c in order}
             change, half, word = trend(by_cell, order)
             lines.append(f"| {name} | {label} | {change:+.4f} ± {half:.4f} | {word} |")
@@ -135,19 +139,21 @@ def figure(diffs, slope_sets, path, title):
     for label, colour in zip(PAIRS, ("C0", "C1", "C2")):
         xs, ms, hs = [], [], []
         for c in SIZE_ORDER:
-            if c in diffs:
+            if len(diffs.get(c, {}).get(label, [])) >= 2:
                 mean, half = compare.mean_interval(diffs[c][label])
                 xs.append(dense_params(c)), ms.append(mean), hs.append(half)
-        ax.errorbar(xs, ms, yerr=hs, color=colour, marker="o", capsize=4, label=label + " (400 steps)")
-        if "large-800" in diffs:
+        if xs:
+            ax.errorbar(xs, ms, yerr=hs, color=colour, marker="o", capsize=4, label=label + " (400 steps)")
+        if len(diffs.get("large-800", {}).get(label, [])) >= 2:
             mean, half = compare.mean_interval(diffs["large-800"][label])
             ax.errorbar([dense_params("large-800") * 1.08], [mean], yerr=[half], color=colour, marker="o",
                         mfc="white", capsize=4, ls="none", label=label + " (large, 800 steps)")
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xscale("log")
+    if ax.get_legend_handles_labels()[0]:                # (a grid with no pair run yet draws none)
+        ax.set_xscale("log")
+        ax.legend(fontsize=7)
     ax.set_xlabel("dense model's trained parameters (log)")
     ax.set_ylabel("paired difference of final val loss (nats)\nbelow 0: the first entry is better")
-    ax.legend(fontsize=7)
     for i, (cell, s) in enumerate(slope_sets.items()):
         if s is None:
             continue
