@@ -2,7 +2,7 @@
 
     python examples/trace_step.py            # the default model on Shakespeare
     python examples/trace_step.py --list     # and every function with its call count
-    python examples/trace_step.py --variant recency   # a MoLKV variant other than the default
+    python examples/trace_step.py --variant joint     # a MoLKV variant other than the default
 
 A reader who steps through one training step in a debugger meets every
 function listed here. The script trains the default model (model.Config(),

@@ -309,7 +309,8 @@ def check_meta(meta, Settings):
     for key, cls in (("model", model.Config), ("settings", Settings), ("data", DataSpec)):
         fields = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(meta[key]) - set(fields))
-        missing = [f for f in fields if f not in meta[key] and (key, f) not in ADDED_LATER] \
+        unread = {"variant"} if key == "model" and meta[key].get("kind") != "molkv" else set()   # not saved
+        missing = [f for f in fields if f not in meta[key] and (key, f) not in ADDED_LATER and f not in unread] \
             if meta["format"] == FORMAT else []
         if unknown or missing:                           # (format 1: a field added since takes its default)
             problem = f"unknown fields [{bounded_list(unknown)}]" if unknown else f"no [{bounded_list(missing)}]"

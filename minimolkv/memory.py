@@ -15,7 +15,7 @@ threshold and the trim threshold keeps those blocks in malloc's heap, reused
 from step to step: zero faults, the same memory.
 
 Harmless elsewhere: on macOS, Windows or a non-glibc Linux (musl) this does
-nothing. Called by train.train, the benchmark and the command line.
+nothing. Called by the entry points: the command line, the benchmark, the lessons that train.
 """
 
 import ctypes

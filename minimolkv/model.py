@@ -17,8 +17,9 @@ A pre-norm decoder, Llama-like but small, as in the MoLE code:
 The dense FFN and the expert block sit side by side: both read the
 normalized hidden state h, and MoLE and MoLKV also read the raw embeddings e
 of the input ids. They share one interface (ffn.py, moe.py, mole.py,
-molkv.py, ctxattn.py), so the model runs them through one table, BLOCKS, and one code
-path: comparisons between kinds are fair. Generation (with the caches) is in
+molkv.py, ctxattn.py): forward and backward call each by name, the same way for
+every kind, so comparisons between kinds are fair; the table BLOCKS records their
+shapes and options for initialisation, accounting and the benchmark. Generation (with the caches) is in
 generate.py; parameter accounting in params.py.
 
 Parameters are one flat dict whose names read like the math:
@@ -81,7 +82,11 @@ class Config:
         validate_run.config(self, KINDS, molkv.VARIANTS)
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        """The fields, as saved with a run; `variant` only for MoLKV, the one kind that reads it."""
+        d = dataclasses.asdict(self)
+        if self.kind != "molkv":
+            del d["variant"]
+        return d
 
     @classmethod
     def from_dict(cls, d):

@@ -17,7 +17,7 @@ Parameters
     norm (D,)  query (D,Dk)  up (N,D,F)  down_k (N,F,Dk)  down_v (N,F,D)
     Expert n has one hidden layer a[n] and two heads: its key and its value.
 
-Math (variant "joint", the default)
+Math (variant "joint", the base: the functions' keyword default; model.Config defaults to "recency")
     ê        = rmsnorm(e, norm)                            (B,T,D)
     a[n]     = gelu(ê @ up[n])                             (B,T,N,F)
     k[n]     = a[n] @ down_k[n]                            (B,T,N,Dk)  key experts
@@ -382,8 +382,9 @@ def decode_step(params, h_t, ids_t, luts, state, *, window=None, variant="joint"
     appended (in place, into buffers with room to grow: kvbuffer.py; so
     decode from each state once, as generate does); with a window only the
     last `window` tokens are read and kept. Its query attends
-    over the whole cache with no mask ("gated": over the cache before this
-    token, which its own term covers). O(t·N) per token.
+    over the whole cache with no causal mask, all of it is past ("recency" still
+    adds -m (t - j); "gated": over the cache before this token, which its own
+    term covers). O(t·N) per token.
     Stepping ids[:, 0], ids[:, 1], ... reproduces forward_lut.
     """
     if check:

@@ -173,9 +173,12 @@ def files_of(names, folder="mine"):
 
 
 def default_run_in_cwd(tmp, good, monkeypatch):
-    """A run in the default folder runs/molkv-shakespeare of the working directory."""
+    """A run in each default folder a row could fall back to (train with no options, and TRAIN's
+    synthetic data), under the working directory: an empty --out/--resume must touch neither."""
+    from minimolkv.tools.cli_train import default_out
     monkeypatch.chdir(tmp)
-    shutil.copytree(good, tmp / "runs" / "molkv-shakespeare")
+    for data_name in ("shakespeare", "synthetic"):
+        shutil.copytree(good, tmp / default_out(model.Config(), data_name))
 
 
 def os_error(number, where="fsync"):

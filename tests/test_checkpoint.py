@@ -311,3 +311,14 @@ def test_sample_streams_the_text_it_returns(tmp_path, capsys):
     streamed = capsys.readouterr().out.splitlines()[0]
     assert streamed == sample_text(checkpoint.load(tmp_path / "ck"), "K1 w20 ?", 30, 0.8, tmp_path / "ck",
                                    seed=3)[0]
+
+
+def test_only_a_molkv_run_records_a_variant_and_both_load(tmp_path):
+    """A MoLE run's saved config does not say variant='recency' (the Config default no block
+    of it reads); a MoLKV run's names its variant. Both load back to the config they saved."""
+    for kind, variant in (("mole", None), ("molkv", "recency")):
+        run, _ = tiny_run(steps=2, kind=kind)
+        checkpoint.save(tmp_path / kind, run)
+        saved = json.loads((tmp_path / kind / "config.json").read_text())["model"]
+        assert saved.get("variant") == variant
+        assert checkpoint.load(tmp_path / kind).config.to_dict() == run.config.to_dict()

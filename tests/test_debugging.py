@@ -51,6 +51,7 @@ def test_the_walkthrough_of_docs_debugging_md():
     answers = pdb_session(os.path.join("examples", "step_through_molkv.py"), ["--pdb", "--steps", "3"],
                           [command for command, _ in WALK])
     assert "-> y, cache = molkv.forward(" in answers[0]
+    assert len(answers) == len(WALK) + 1, f"pdb answered {len(answers) - 1} of {len(WALK)} commands"
     T = None
     for (command, expect), answer in zip(WALK, answers[1:]):
         assert "Error" not in answer and "***" not in answer, f"{command!r} gave {answer!r}"

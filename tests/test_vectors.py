@@ -66,3 +66,13 @@ def test_the_command_refuses_a_file_as_out(tmp_path, capsys):
         main(["vectors", "--out", str(tmp_path / "a-file")])
     err = capsys.readouterr().err
     assert refused.value.code == 2 and "--out" in err and "is a file" in err and "Traceback" not in err
+
+
+def test_file_names_are_what_write_writes_and_a_folder_of_them_is_not_overwritten(fresh, tmp_path, capsys):
+    from minimolkv.__main__ import main
+    assert sorted(vectors.file_names()) == sorted(os.listdir(fresh))
+    (tmp_path / "README.md").write_text("the user's own notes")
+    with pytest.raises(SystemExit) as stop:
+        main(["vectors", "--out", str(tmp_path)])
+    assert stop.value.code == 2 and "README.md" in capsys.readouterr().err
+    assert (tmp_path / "README.md").read_text() == "the user's own notes"

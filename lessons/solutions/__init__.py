@@ -20,9 +20,11 @@ except an upstream gradient a backward may consume (check's may_change).
 Each lesson's questions about its pictures are answered here too, out of
 sight until asked for: reveal("02-q1") prints one.
 
-The tests run every notebook twice: as committed (every exercise "not
-attempted"), and with a wrong answer planted in every exercise cell (the cell's
-metadata["minimolkv"]["wrong"]), which each check cell must reject.
+The tests run every notebook as committed (every exercise "not attempted"),
+with a wrong answer planted in every exercise cell (the cell's
+metadata["minimolkv"]["wrong"]), which each check cell must reject, and, where
+an exercise carries one, with a right answer computed in place
+(metadata["minimolkv"]["in_place"]), which its check must pass.
 """
 
 import functools

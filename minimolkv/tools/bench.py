@@ -266,7 +266,7 @@ def run(config, settings=BenchSettings(), kinds=model.KINDS, log=print):
     """Measure every kind of `config` (its kind is replaced). Returns a results dict
     for bench_report.format_report; `log` gets one progress line per measurement."""
     s = settings
-    memory.keep_freed_memory()                                               # as train does
+    memory.keep_freed_memory()                                               # as every entry point does
     env = environment()
     cpu_start, wall_start = cpu_seconds(), time.perf_counter()
     B, T = s.batch_size, config.context_len

@@ -130,6 +130,8 @@ def cmd_bench(args):
 
     from minimolkv.tools import bench, bench_report
 
+    if args.quick and args.preset:                               # --quick's tiny sizes would replace it
+        args.parser.error(f"--preset {args.preset} means nothing with --quick (tiny sizes); drop one of them")
     quick = {k: v for k, v in bench.QUICK_SIZES.items() if args.quick and getattr(args, k) is None}
     config = config_from_args(args, args.parser, **quick)
     refuse_unused(args, args.parser, [dataclasses.replace(config, kind=k) for k in args.kinds],
@@ -150,12 +152,16 @@ def cmd_bench(args):
 # ----------------------------------------------------------------------------
 
 def cmd_vectors(args):
-    from minimolkv.files import writable_folder
+    from minimolkv.files import bounded_list, writable_folder
     from minimolkv.tools import vectors
     try:
         writable_folder(args.out, "--out")
     except ValueError as err:
         fail(args, str(err))
+    theirs = [name for name in vectors.file_names() if os.path.lexists(os.path.join(args.out, name))]
+    if theirs and not args.overwrite:                            # nothing the user has is replaced unasked
+        fail(args, f"--out {args.out!r} holds {bounded_list(theirs)}, which vectors would overwrite; "
+                   "choose another --out, or add --overwrite to replace them")
     names = vectors.write(args.out)
     print(f"{len(names)} cases (float64 .npz) and README.md written to {args.out}")
     return 0
@@ -250,6 +256,7 @@ def build_parser():
                                    "upstream gradient, lookup tables and decoding steps, in float64 "
                                    ".npz files with a README of names, shapes and formulas.")
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write into")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of the same names in --out")
     p.set_defaults(func=cmd_vectors, parser=p)
     return parser
 

@@ -144,10 +144,10 @@ def data_spec(args):
     if text and args.tokenizer == "bpe" and args.vocab < 256:
         fail(args, f"--vocab {args.vocab}: a BPE vocabulary holds the 256 byte ids and its merges; give "
                    "--vocab >= 256 (or --tokenizer byte)")
+    # (the synthetic task's own seed stays 0: --seed sets the initialisation and the batch
+    # order only, as in compare, so runs of different seeds train on the same task)
     try:
         return train.DataSpec(name=args.data, tokenizer=args.tokenizer, vocab_size=largest_vocab(args))
-        # (the synthetic task's own seed stays 0: --seed sets the initialisation and the batch
-        # order only, as in compare, so runs of different seeds train on the same task)
     except (TypeError, ValueError) as err:
         fail(args, f"--data: {err}")
 

@@ -150,8 +150,9 @@ def refuse_unused(args, parser, configs=None, what=None):
         if name in getattr(args, "given", ()) and not any(
                 (c.kind if c else kind) in readers(name) and (c is None or getattr(c, name) == getattr(args, name))
                 for c in configs):                        # (compare's moe entry sets its own d_expert, top_k)
-            parser.error(f"--{name.replace('_', '-')} means nothing for {what} (only {', '.join(readers(name))} "
-                         "read it); drop it")
+            who = readers(name)
+            parser.error(f"--{name.replace('_', '-')} means nothing for {what} (only {', '.join(who)} "
+                         f"{'reads' if len(who) == 1 else 'read'} it); drop it")
 
 
 def config_from_args(args, parser, **overrides):

@@ -140,26 +140,6 @@ def kv_expert_attention(P, tokens, t, path=None, title=None, vmin=1e-4):
     return fig
 
 
-def kv_decode_rows(P, tokens, steps, path=None, title=None, vmin=1e-4):
-    """The key-value expert cache while decoding, one panel per step t in `steps`:
-    the cache holds the (t+1)·N key-value experts of tokens 0..t, one block of N per
-    decoded token, each coloured by the weight the query at t gives it (row t of
-    P (T,T,N)); the positions not decoded yet stay blank. Shared log scale, fixed
-    from vmin to 1 (see kv_expert_attention)."""
-    from matplotlib.colors import LogNorm
-    P = np.asarray(P)
-    N = P.shape[2]
-    panels = {f"t = {t}": (f"after decoding token {t}: {t + 1} tokens x {N} experts = "
-                           f"{(t + 1) * N} key-value experts cached", P[t, : t + 1]) for t in steps}
-    width = P.shape[0]
-    fig = _weight_rows(panels, tokens, width, LogNorm(vmin=vmin, vmax=1.0),
-                       title or "The key-value expert cache while decoding, coloured by the weights P[t, j, n]",
-                       "cached position j, its token (␣ = a leading space); blank: not decoded yet")
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
-
-
 def bars(values, path=None, title="", ylabel="", log=False):
     """values: {label: number} as a bar chart (e.g. bytes loaded per token)."""
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -197,32 +177,6 @@ def val_curves(curves, path=None, title="Validation loss", references=None):
     return _finish(fig, path)
 
 
-def window_masks(masks, n_experts=1, path=None, title=None):
-    """masks: {label: (T,T) bool, True where query t may see key j}, one panel each (dark = allowed).
-
-    With n_experts = N > 1 every key column is repeated N times: row t is then
-    the row of the (T, T*N) score matrix that MoLKV's joint softmax runs over,
-    entry j*N + n (thin lines separate the positions)."""
-    N = int(n_experts)
-    fig, axes = plt.subplots(1, len(masks), figsize=((3.0 + 0.8 * N) * len(masks), 3.2), squeeze=False)
-    for ax, (label, mask) in zip(axes[0], masks.items()):
-        m = np.repeat(np.asarray(mask, dtype=bool), N, axis=1)          # (T,T) -> (T,T*N)
-        T = m.shape[0]
-        ax.imshow(m, cmap="Greys", vmin=0, vmax=1.4, aspect="auto", interpolation="nearest")
-        if N > 1:
-            for c in range(1, T * N):                                   # thin white: between experts,
-                ax.axvline(c - 0.5, color="C0" if c % N == 0 else "white",   # blue: between positions
-                           lw=1.0 if c % N == 0 else 0.5)
-        ax.set_xticks([j * N + (N - 1) / 2 for j in range(T)], range(T))
-        ax.set_yticks(range(T))
-        ax.set_xlabel("key position j" + (f" (its {N} experts)" if N > 1 else ""))
-        ax.set_ylabel("query position t")
-        ax.set_title(label)
-    if title:
-        fig.suptitle(title)
-    return _finish(fig, path)
-
-
 def kv_cache_growth(series, path=None, title="Key-value expert cache while decoding",
                     ylabel="bytes (one sequence, one layer)"):
     """series: {label: [size after step 1, 2, ...]} as one line each (e.g. window None vs 3)."""
@@ -234,26 +188,6 @@ def kv_cache_growth(series, path=None, title="Key-value expert cache while decod
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _finish(fig, path)
-
-
-def cache_costs(held, read, path=None, title="Decoding caches: memory held against bytes read"):
-    """held, read: {label: [bytes after decoding token 1, 2, ...]}, one line per cache design.
-    Left: the bytes each cache holds; right: the bytes read from the lookup tables for
-    each new token. Both on log axes (the designs differ by orders of magnitude)."""
-    fig, (ax_held, ax_read) = plt.subplots(1, 2, figsize=(11, 3.6))
-    for ax, series, ylabel in ((ax_held, held, "bytes held in RAM (log)"),
-                               (ax_read, read, "table bytes read for this token (log)")):
-        for i, (label, values) in enumerate(series.items()):
-            ax.semilogy(range(1, len(values) + 1), np.maximum(values, 1), color=f"C{i}", marker="o", ms=2,
-                        lw=1.8, label=label)
-        ax.set_xlabel("tokens decoded so far")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-    ax_held.set_title("memory held by the cache", fontsize=10)
-    ax_read.set_title("lookups per decoded token", fontsize=10)
-    fig.suptitle(title)
     return _finish(fig, path)
 
 

@@ -218,6 +218,11 @@ def readme(cases):
     return "\n".join(lines)
 
 
+def file_names():
+    """The names write() gives its files: README.md and one <case>.npz per case."""
+    return ["README.md"] + [name + ".npz" for name in ("attention", *BLOCK_CASES, *MODEL_CASES)]
+
+
 def write(out_dir):
     """Write every case's .npz and README.md into out_dir; returns the case names."""
     os.makedirs(out_dir, exist_ok=True)
