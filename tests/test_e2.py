@@ -55,3 +55,17 @@ def test_parts_are_merged_per_cell_and_summarised(tmp_path):
     e2.main(["--parts", str(tmp_path / "parts"), "--out", str(tmp_path / "out")])
     assert (tmp_path / "out" / "e2.png").stat().st_size > 0
     assert "| mole |" in (tmp_path / "out" / "large-800" / "results.md").read_text()
+
+
+def test_results_already_in_out_are_not_replaced_unasked(tmp_path, capsys):
+    (tmp_path / "parts" / "xl-400-mole").mkdir(parents=True)
+    (tmp_path / "parts" / "xl-400-mole" / "runs.csv").write_text(
+        "entry,seed,final_val_loss,final_train_loss,tokens_per_s,epochs,seconds\nmole,0,3.4,3.4,1,0.17,1\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "summary.md").write_text("mine")
+    with pytest.raises(SystemExit) as stop:
+        e2.main(["--parts", str(tmp_path / "parts"), "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2 and "summary.md" in capsys.readouterr().err
+    assert (tmp_path / "out" / "summary.md").read_text() == "mine"
+    e2.main(["--parts", str(tmp_path / "parts"), "--out", str(tmp_path / "out"), "--overwrite"])
+    assert (tmp_path / "out" / "summary.md").read_text() != "mine"

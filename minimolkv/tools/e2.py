@@ -12,7 +12,7 @@ applies the rule written before the runs:
                 larger lead (Δ more negative) and the means are ordered along the cells,
                 "shrinks" the other way, otherwise "unclear".
 
-    python -m minimolkv.tools.e2 --parts e2/parts --params runs/e2 --out docs/results/e2
+    python -m minimolkv.tools.e2 --parts e2/parts --params runs/e2 --out docs/results/e2 [--overwrite]
 
 writes e2/<cell>/results.md, runs.csv (every run), summary.md (the differences and the
 trends) and e2.png (the differences against dense parameters, and the learned slopes).
@@ -195,7 +195,11 @@ def main(argv=None):
     p.add_argument("--parts", required=True, metavar="DIR", help="the folder holding <cell>-<entry>/runs.csv")
     p.add_argument("--params", metavar="DIR", help="compare --save-params folders, <DIR>/<cell>/ (for the slopes)")
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     args = p.parse_args(argv)
+    theirs = [n for n in ("summary.md", "e2.png", *CELLS) if os.path.lexists(os.path.join(args.out, n))]
+    if theirs and not args.overwrite:                  # nothing the user has is replaced unasked
+        p.error(f"--out {args.out} holds {', '.join(theirs)}; add --overwrite to replace them")
     cells = load_parts(args.parts)
     if not cells:
         p.error(f"no <cell>-<entry>/runs.csv under {args.parts}")
