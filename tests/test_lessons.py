@@ -18,13 +18,19 @@ as soon as it exists):
   that overwrites the arrays it is given: planted, the notebook run up to its check
   cell, that check must print "Exercise N passed." (a check computes its references
   before calling the student's function, and passes it copies).
+
+The runs execute two at a time (the fixture `runs`): each kernel is a process of its
+own, so on two cores the lessons take about half the time they would one by one.
 """
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"
 NOTEBOOKS = sorted(LESSONS.glob("*.ipynb"))
@@ -62,43 +68,93 @@ def snapshot(folder):
 
 
 def run_notebook(nb, allow_errors=False):
+    """Execute nb in place in a fresh python3 kernel in fast mode, working directory lessons/."""
+    env = dict(os.environ, MINIMOLKV_FAST="1",            # the kernel inherits this environment
+               PYTHONDONTWRITEBYTECODE="1")              # importing lessons/solutions leaves no __pycache__
     client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", allow_errors=allow_errors,
                             resources={"metadata": {"path": str(LESSONS)}})
-    client.execute()                                    # raises CellExecutionError at the first failing cell
+    client.execute(env=env)                             # raises CellExecutionError at the first failing cell
     return nb
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_runs_top_to_bottom_in_fast_mode(path, monkeypatch):
-    monkeypatch.setenv("MINIMOLKV_FAST", "1")           # the kernel inherits this environment
-    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # importing lessons/solutions leaves no __pycache__
+def fast_copy(path):
+    """The notebook as committed, plus a last cell asserting the kernel ran in fast mode."""
     nb = nbformat.read(path, as_version=4)              # an in-memory copy; the file is not written
-    nb.cells.append(nbformat.v4.new_code_cell(          # the kernel really ran in fast mode
+    nb.cells.append(nbformat.v4.new_code_cell(
         "from minimolkv.train import fast_mode\nassert fast_mode(), 'MINIMOLKV_FAST did not reach the kernel'"))
+    return nb, False
+
+
+def planted_copy(path):
+    """A wrong answer in every exercise cell, run as far as the last check cell."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if "wrong" in cell.metadata.get("minimolkv", {}):
+            cell.source = cell.metadata["minimolkv"]["wrong"]
+    checks = [i for i, c in enumerate(nb.cells) if "check" in c.metadata.get("minimolkv", {})]
+    nb.cells = nb.cells[: max(checks, default=-1) + 1]  # what follows the last check cannot fail one
+    return nb, True
+
+
+def in_place_cells(nb):
+    """Indices of the exercise cells that carry a right answer computed in place."""
+    return [i for i, c in enumerate(nb.cells) if "in_place" in c.metadata.get("minimolkv", {})]
+
+
+def in_place_copy(path):
+    """A right answer computed in place in each exercise that has one, run as far as its check."""
+    nb = nbformat.read(path, as_version=4)
+    checks = []
+    for i in in_place_cells(nb):
+        nb.cells[i].source = nb.cells[i].metadata["minimolkv"]["in_place"]
+        checks.append(next(j for j in range(i + 1, len(nb.cells))
+                           if "check" in nb.cells[j].metadata.get("minimolkv", {})))
+    nb.cells = nb.cells[: max(checks) + 1]
+    return nb, True
+
+
+IN_PLACE = [p for p in NOTEBOOKS if in_place_cells(nbformat.read(p, as_version=4))]
+RUNS = {"fast": (fast_copy, NOTEBOOKS), "planted": (planted_copy, NOTEBOOKS), "in_place": (in_place_copy, IN_PLACE)}
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """Every run of every notebook, two at a time (each kernel is a process of its own, so the
+    2-core machine runs two notebooks in about the time of one): {(kind, name): (nb, error)},
+    and lessons/'s snapshots before and after all of them."""
+    def execute(job):
+        nb, allow_errors = job
+        try:
+            return run_notebook(nb, allow_errors), None
+        except CellExecutionError as err:
+            return nb, str(err)[-2000:]
+    jobs = {(kind, path.name): prepare(path) for kind, (prepare, paths) in RUNS.items() for path in paths}
     before = snapshot(LESSONS)
-    run_notebook(nb)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = dict(zip(jobs, pool.map(execute, jobs.values())))
+    return done, before, snapshot(LESSONS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_runs_top_to_bottom_in_fast_mode(path, runs):
+    done, before, after = runs
+    nb, error = done["fast", path.name]
+    assert error is None, f"{path.name} raised in fast mode: {error}"
     errors = [o.get("ename") for c in nb.cells if c.cell_type == "code"
               for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, f"{path.name}: error outputs {errors}"
-    after = snapshot(LESSONS)
-    assert after == before, (f"{path.name} changed lessons/ while running "
+    assert after == before, ("a lesson changed lessons/ while running "
                              f"(added/changed: {sorted(set(after.items()) - set(before.items()))}); "
                              "write files into tempfile.mkdtemp() instead")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_check_cells_reject_planted_wrong_answers(path, monkeypatch):
-    monkeypatch.setenv("MINIMOLKV_FAST", "1")
-    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
-    nb = nbformat.read(path, as_version=4)
-    planted = [c for c in nb.cells if "wrong" in c.metadata.get("minimolkv", {})]
+def test_check_cells_reject_planted_wrong_answers(path, runs):
+    nb, error = runs[0]["planted", path.name]
+    assert error is None, error
     checks = [c for c in nb.cells if "check" in c.metadata.get("minimolkv", {})]
+    planted = [c for c in nbformat.read(path, as_version=4).cells if "wrong" in c.metadata.get("minimolkv", {})]
     assert planted and checks, f"{path.name}: no exercise (a cell with metadata minimolkv.wrong and its check cell)"
-    for cell in planted:
-        cell.source = cell.metadata["minimolkv"]["wrong"]
-    last = max(i for i, c in enumerate(nb.cells) if "check" in c.metadata.get("minimolkv", {}))
-    nb.cells = nb.cells[: last + 1]                      # what follows the last check cannot fail one
-    run_notebook(nb, allow_errors=True)
     for cell in checks:
         name = cell.metadata["minimolkv"]["check"]
         errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
@@ -107,32 +163,19 @@ def test_check_cells_reject_planted_wrong_answers(path, monkeypatch):
             f"(outputs: {[o.get('text', o.get('evalue', ''))[:200] for o in cell.get('outputs', [])]})")
 
 
-def in_place_cells(nb):
-    """Indices of the exercise cells that carry a right answer computed in place."""
-    return [i for i, c in enumerate(nb.cells) if "in_place" in c.metadata.get("minimolkv", {})]
-
-
-IN_PLACE = [p for p in NOTEBOOKS if in_place_cells(nbformat.read(p, as_version=4))]
-
-
 def test_some_lesson_plants_an_in_place_answer():
     assert IN_PLACE, "no exercise cell carries metadata minimolkv.in_place: the test below would check nothing"
 
 
 @pytest.mark.parametrize("path", IN_PLACE, ids=lambda p: p.name)
-def test_check_cells_pass_right_answers_computed_in_place(path, monkeypatch):
-    monkeypatch.setenv("MINIMOLKV_FAST", "1")
-    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
-    nb = nbformat.read(path, as_version=4)
-    planted = in_place_cells(nb)
-    checks = {}                                          # {index of the check cell: "Exercise N"}
-    for i in planted:
-        nb.cells[i].source = nb.cells[i].metadata["minimolkv"]["in_place"]
-        j = next(j for j in range(i + 1, len(nb.cells)) if "check" in nb.cells[j].metadata.get("minimolkv", {}))
-        checks[j] = nb.cells[j].metadata["minimolkv"]["check"]
-    nb.cells = nb.cells[: max(checks) + 1]               # run only as far as the last of those checks
-    run_notebook(nb, allow_errors=True)
-    for j, name in checks.items():
+def test_check_cells_pass_right_answers_computed_in_place(path, runs):
+    nb, error = runs[0]["in_place", path.name]
+    assert error is None, error
+    original = nbformat.read(path, as_version=4)
+    for i in in_place_cells(original):
+        j = next(j for j in range(i + 1, len(original.cells))
+                 if "check" in original.cells[j].metadata.get("minimolkv", {}))
+        name = original.cells[j].metadata["minimolkv"]["check"]
         text = "".join(o.get("text", "") + o.get("evalue", "") for o in nb.cells[j].get("outputs", []))
         assert f"{name} passed." in text, (f"{path.name}: the check of {name} rejected a right answer that "
                                            f"changes its inputs in place: {text[:300]!r}")
