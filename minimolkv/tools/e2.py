@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from minimolkv import model, train
+from minimolkv import model, ops, train
 from minimolkv.params import count_params
 from minimolkv.tools import compare
 from minimolkv.tools.options import PRESETS
@@ -135,24 +135,29 @@ def figure(diffs, slope_sets, path, title):
     a log axis, mean ± 95 % interval; the 800-step cell as open markers. Right: the learned
     slopes per layer and expert, mean over seeds, one line per size."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
-    for label, colour in zip(PAIRS, ("C0", "C1", "C2")):
+    for k, (label, colour) in enumerate(zip(PAIRS, ("C0", "C1", "C2"))):
+        nudge = 1 + 0.05 * (k - 1)                        # side by side, so the intervals do not hide each other
         xs, ms, hs = [], [], []
         for c in SIZE_ORDER:
             if len(diffs.get(c, {}).get(label, [])) >= 2:
                 mean, half = compare.mean_interval(diffs[c][label])
-                xs.append(dense_params(c)), ms.append(mean), hs.append(half)
+                xs.append(dense_params(c) * nudge), ms.append(mean), hs.append(half)
         if xs:
             ax.errorbar(xs, ms, yerr=hs, color=colour, marker="o", capsize=4, label=label + " (400 steps)")
         if len(diffs.get("large-800", {}).get(label, [])) >= 2:
             mean, half = compare.mean_interval(diffs["large-800"][label])
-            ax.errorbar([dense_params("large-800") * 1.08], [mean], yerr=[half], color=colour, marker="o",
+            ax.errorbar([dense_params("large-800") * nudge * 1.25], [mean], yerr=[half], color=colour, marker="o",
                         mfc="white", capsize=4, ls="none", label=label + " (large, 800 steps)")
     ax.axhline(0, color="k", lw=0.8)
     if ax.get_legend_handles_labels()[0]:                # (a grid with no pair run yet draws none)
         ax.set_xscale("log")
+        ax.set_xticks([dense_params(c) for c in SIZE_ORDER], [f"{c.split('-')[0]}\n{dense_params(c) / 1e6:.2f} M"
+                                                              for c in SIZE_ORDER])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=7)
-    ax.set_xlabel("dense model's trained parameters (log)")
+    ax.set_xlabel("size: the dense model's trained parameters (log axis)")
     ax.set_ylabel("paired difference of final val loss (nats)\nbelow 0: the first entry is better")
     for i, (cell, s) in enumerate(slope_sets.items()):
         if s is None:
@@ -161,7 +166,10 @@ def figure(diffs, slope_sets, path, title):
         for l in range(mean.shape[0]):
             ax2.plot(np.arange(mean.shape[1]) + 0.1 * i, mean[l], marker="o", color=f"C{i}", alpha=0.4 + 0.6 *
                      (l + 1) / mean.shape[0], label=f"{cell}" if l == 0 else None)
+    n = np.arange(4)
+    ax2.plot(n, ops.RECENCY_INIT * 0.5 ** n, "k--", lw=1, label="at initialisation")
     ax2.axhline(0, color="k", lw=0.5)
+    ax2.set_xticks(n)
     ax2.set_xlabel("expert n (one line per layer; darker: deeper)")
     ax2.set_ylabel("learned slope m = softplus(recency)")
     ax2.set_title("recency's slopes after training (mean over seeds)", fontsize=9)
