@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from minimolkv.tools import e2
+from minimolkv.tools import compare, e2
 
 
 def runs(entry, losses):
@@ -14,7 +14,7 @@ def runs(entry, losses):
 
 def test_paired_differences_match_seeds_and_skip_unpaired_ones():
     data = runs("mole", [3.0, 3.1, 3.2]) + runs("molkv-recency", [2.9, 3.05])
-    assert e2.paired(data, "molkv-recency", "mole") == pytest.approx([-0.1, -0.05])
+    assert compare.paired(data, "molkv-recency", "mole") == pytest.approx([-0.1, -0.05])
 
 
 def test_trend_words_follow_the_protocol():

@@ -65,6 +65,13 @@ def mean_interval(values):
     return float(x.mean()), float(t * x.std(ddof=1) / math.sqrt(len(x)))
 
 
+def paired(runs, entry, against):
+    """Per-seed differences loss(entry) − loss(against), over the seeds both have, seed order."""
+    loss = {(r["entry"], r["seed"]): r["final_val_loss"] for r in runs}
+    seeds = sorted(s for e, s in loss if e == entry and (against, s) in loss)
+    return [loss[entry, s] - loss[against, s] for s in seeds]
+
+
 def verdict(mean, half):
     """The rule of docs/experiments.md for a difference (mean, 95 % half-width), below 0
     better: "beats" when the whole interval is below 0, "loses" when above, else "ties"."""
@@ -124,16 +131,15 @@ def reference_losses(spec, dataset, context_len):
 def summarise(runs, base, settings, entries):
     """One row per entry: parameter counts, mean ± 95 % interval, paired difference to MoLE."""
     by_entry = {e: {r["seed"]: r for r in runs if r["entry"] == e} for e in entries}
-    reference = by_entry.get(REFERENCE, {})
     itemsize = np.dtype(settings.dtype).itemsize
     rows = []
     for entry in entries:
         n = count_params(config_for(entry, base))
         losses = [r["final_val_loss"] for r in by_entry[entry].values()]
         mean, half = mean_interval(losses)
-        paired = [r["final_val_loss"] - reference[s]["final_val_loss"]
-                  for s, r in by_entry[entry].items() if s in reference]
-        diff, diff_half = mean_interval(paired) if paired and entry != REFERENCE else (math.nan, math.nan)
+        to_reference = paired(runs, entry, REFERENCE)
+        diff, diff_half = (mean_interval(to_reference) if to_reference and entry != REFERENCE
+                           else (math.nan, math.nan))
         epochs = [r["epochs"] for r in by_entry[entry].values()]
         rows.append({
             "entry": entry, "train_params": n["train"], "ram_params": n["ram"],

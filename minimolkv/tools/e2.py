@@ -13,6 +13,7 @@ applies the rule written before the runs:
                 "shrinks" the other way, otherwise "unclear".
 
     python -m minimolkv.tools.e2 --parts e2/parts --params runs/e2 --out docs/results/e2 [--overwrite]
+    python -m minimolkv.tools.e2 --parts docs/results/e2/parts --out DIR    # from the committed runs
 
 writes e2/<cell>/results.md, runs.csv (every run), summary.md (the differences and the
 trends) and e2.png (the differences against dense parameters, and the learned slopes).
@@ -31,7 +32,6 @@ from minimolkv.tools import compare
 from minimolkv.tools.options import PRESETS
 
 ENTRIES = ("mole", "molkv-recency", "control")
-SIZES = PRESETS                   # default, large (E1's) and xl (E2's): tools/options.py
 CELLS = ("default-400", "large-400", "xl-400", "large-800")     # <size>-<steps>
 PAIRS = {"recency − mole": ("molkv-recency", "mole"), "control − mole": ("control", "mole"),
          "recency − control": ("molkv-recency", "control")}              # label: (entry, against)
@@ -41,7 +41,7 @@ BUDGET_ORDER = ("large-400", "large-800")                        # one size, gro
 
 def base_config(cell, vocab_size=512):
     """The dense-sized Config of a cell ("xl-400" -> the xl sizes)."""
-    return model.Config(vocab_size=vocab_size, kind="dense", **SIZES[cell.split("-")[0]])
+    return model.Config(vocab_size=vocab_size, kind="dense", **PRESETS[cell.split("-")[0]])
 
 
 def dense_params(cell):
@@ -49,13 +49,14 @@ def dense_params(cell):
 
 
 def load_parts(parts):
-    """{cell: [run, ...]} from every <parts>/<cell>-<entry>/runs.csv (numbers parsed)."""
+    """{cell: [run, ...]} from every <parts>/<cell>-<entry>/runs.csv as compare writes it, or
+    <parts>/<cell>-<entry>.csv as docs/results/e2/parts/ keeps it (numbers parsed)."""
     cells = {}
     for name in sorted(os.listdir(parts)):
-        path = os.path.join(parts, name, "runs.csv")
+        path = os.path.join(parts, name, "runs.csv") if not name.endswith(".csv") else os.path.join(parts, name)
         if not os.path.exists(path):
             continue
-        cell = "-".join(name.split("-")[:2])
+        cell = "-".join(name.removesuffix(".csv").split("-")[:2])
         with open(path) as f:
             for r in csv.DictReader(f):
                 cells.setdefault(cell, []).append({
@@ -63,13 +64,6 @@ def load_parts(parts):
                     "final_train_loss": float(r["final_train_loss"]), "tokens_per_s": float(r["tokens_per_s"]),
                     "epochs": float(r["epochs"]), "seconds": float(r["seconds"] or "nan")})
     return cells
-
-
-def paired(runs, entry, against):
-    """Per-seed differences loss(entry) − loss(against), over the seeds both have."""
-    loss = {(r["entry"], r["seed"]): r["final_val_loss"] for r in runs}
-    seeds = sorted(s for e, s in loss if e == entry and (against, s) in loss)
-    return [loss[entry, s] - loss[against, s] for s in seeds]
 
 
 def trend(diffs_by_cell, order):
@@ -104,7 +98,7 @@ def slopes(params_dir, cell):
 
 def summary_lines(cells):
     """The Markdown of the differences per cell and the trends (and the numbers behind the figure)."""
-    diffs = {c: {label: paired(runs, *pair) for label, pair in PAIRS.items()} for c, runs in cells.items()}
+    diffs = {c: {label: compare.paired(runs, *pair) for label, pair in PAIRS.items()} for c, runs in cells.items()}
     lines = ["| cell | dense params | epochs | recency − mole | verdict | control − mole | verdict "
              "| recency − control | verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for c in CELLS:
@@ -210,7 +204,7 @@ def main(argv=None):
         p.error(f"--out {args.out} holds {', '.join(theirs)}; add --overwrite to replace them")
     cells = load_parts(args.parts)
     if not cells:
-        p.error(f"no <cell>-<entry>/runs.csv under {args.parts}")
+        p.error(f"no <cell>-<entry>/runs.csv or <cell>-<entry>.csv under {args.parts}")
     write_cells(cells, args.out)
     lines, diffs = summary_lines(cells)
     with open(os.path.join(args.out, "summary.md"), "w") as f:

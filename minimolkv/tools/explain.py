@@ -70,14 +70,12 @@ def profiles(folder, base, windows, seed=0):
 
 def paired(folder, against):
     """{entry: (mean, 95 % half-width)} of loss(entry) - loss(against), seed by seed, from folder/runs.csv."""
-    from minimolkv.tools.compare import mean_interval
+    from minimolkv.tools.compare import mean_interval, paired as per_seed
     with open(os.path.join(folder, "runs.csv")) as f:
-        runs = list(csv.DictReader(f))
-    loss = {}
-    for r in runs:
-        loss.setdefault(r["entry"], {})[int(r["seed"])] = float(r["final_val_loss"])
-    return {entry: mean_interval([by_seed[s] - loss[against][s] for s in sorted(by_seed)])
-            for entry, by_seed in loss.items() if entry != against}
+        runs = [{"entry": r["entry"], "seed": int(r["seed"]), "final_val_loss": float(r["final_val_loss"])}
+                for r in csv.DictReader(f)]
+    entries = dict.fromkeys(r["entry"] for r in runs)                  # in the order of the file
+    return {entry: mean_interval(per_seed(runs, entry, against)) for entry in entries if entry != against}
 
 
 def summary(folders, out):
